@@ -1,0 +1,1 @@
+"""The worked example: two versions of a customer-support agent and their questions."""

@@ -1,0 +1,5 @@
+"""``python -m gate``: the same as the ``gate`` command."""
+
+from gate._cli import main
+
+raise SystemExit(main())

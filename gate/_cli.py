@@ -1,0 +1,144 @@
+"""The ``gate`` command line; ``main`` is the one place that decides the exit code.
+
+Exit codes (public API): 0 pass (warnings allowed), 1 a check with severity error failed,
+2 usage or config error, 3 run error (infrastructure failure, missing data, trace count mismatch),
+130 interrupted. Whatever happens, ``gate run`` writes a parseable verdict to stdout and ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from gate import __version__
+from gate._errors import ConfigError, GateError
+from gate._verdict import Verdict, render_json, verdict_schema, write_verdict
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"usage: {message} (see 'gate {self.prog.split()[-1]} --help')")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gate", description="A CI quality gate for LLM apps, from MLflow traces.")
+    parser.add_argument("--version", action="version", version=f"gate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run baseline and candidate, compare, print the verdict")
+    run.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"), help="default: thresholds.yaml")
+    run.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
+    run.add_argument("--report-only", action="store_true", help="exit 0 when checks fail; never hides exit 2 or 3")
+    run.add_argument("--dry-run", action="store_true", help="validate, import targets, print the plan; call nothing")
+    run.add_argument("--simulate", action="store_true", help="serve the app from the built-in OpenAI-compatible simulator")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and the config)")
+
+    validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
+    validate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
+
+    commands.add_parser("schema", help="print the JSON Schema of the verdict")
+    return parser
+
+
+def _error_verdict(error: str, exit_code: int, reason: str, config: Path | None) -> Verdict:
+    from gate._secrets import redact
+
+    return Verdict(
+        status="error",
+        exit_code=exit_code,
+        reason=reason,
+        error=redact(error),
+        gate_version=__version__,
+        config=str(config) if config else None,
+    )
+
+
+def _emit(verdict: Verdict, stdout: TextIO, output: Path | None) -> None:
+    stdout.write(render_json(verdict))
+    stdout.flush()
+    if output is not None:
+        write_verdict(verdict, output)
+
+
+def _print_error(exc: GateError) -> None:
+    lines = exc.problems if isinstance(exc, ConfigError) else str(exc).splitlines() or [""]
+    for line in lines:
+        print(f"{type(exc).__name__}: {line}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gate._gate import RunOptions, plan_gate, run_gate
+    from gate._summary import render_summary
+
+    real_stdout = sys.stdout
+    options = RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
+    try:
+        # Nothing but the verdict reaches stdout: the app's and MLflow's prints go to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            if args.dry_run:
+                plan = plan_gate(options)
+                real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
+                print(
+                    f"gate: dry run: {plan['cases']} cases × 2 versions × {plan['repeats']} repeats = {plan['calls']} calls; nothing was called",
+                    file=sys.stderr,
+                )
+                return 0
+            verdict = run_gate(options)
+    except GateError as exc:
+        _print_error(exc)
+        reason = "config" if isinstance(exc, ConfigError) else "run"
+        _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gate: interrupted", file=sys.stderr)
+        _emit(_error_verdict("interrupted", 130, "interrupted", args.config), real_stdout, args.output)
+        return 130
+    except Exception as exc:  # a bug of ours: keep the traceback, still leave a verdict
+        traceback.print_exc()
+        _emit(_error_verdict(f"internal error: {type(exc).__name__}: {exc}", 3, "internal", args.config), real_stdout, args.output)
+        return 3
+    if args.report_only and verdict.exit_code == 1:
+        verdict = verdict.model_copy(update={"exit_code": 0, "report_only": True})
+    sys.stderr.write(render_summary(verdict))
+    _emit(verdict, real_stdout, args.output)
+    return verdict.exit_code
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from gate._gate import RunOptions, prepare
+
+    with contextlib.redirect_stdout(sys.stderr):
+        prepared = prepare(RunOptions(config_path=args.config))
+    print(
+        f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, targets import",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the command, return the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except ConfigError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "validate":
+            return _validate(args)
+        sys.stdout.write(json.dumps(verdict_schema(), indent=2) + "\n")
+        return 0
+    except GateError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

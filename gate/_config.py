@@ -1,0 +1,203 @@
+"""Load and validate ``thresholds.yaml`` into a frozen ``GateConfig``; every problem names file and path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gate._errors import ConfigError
+from gate._metrics import AGGREGATIONS, METRICS, parse_metric_key
+
+__all__ = ["GateConfig", "CheckConfig", "VariantConfig", "RunConfig", "load_config", "DEFAULT_TRACKING_URI"]
+
+DEFAULT_TRACKING_URI = "sqlite:///.gate/mlflow.db"
+BOUNDS = ("at_most", "at_least", "max_increase", "max_decrease", "max_increase_pct", "max_decrease_pct")
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VariantConfig(_Strict):
+    """One version of the app: the function to call and the label shown in reports."""
+
+    target: str
+    label: str | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _module_colon_function(cls, value: str) -> str:
+        if not _TARGET.match(value):
+            raise ValueError(f"'{value}' is not 'module:function' (e.g. examples.support_agents:basic_agent)")
+        return value
+
+
+class RunConfig(_Strict):
+    """How the versions are run."""
+
+    repeats: int = Field(1, ge=1, le=1000)
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout_s: float = Field(120.0, gt=0)
+    autolog: bool = True  # turn on mlflow.openai.autolog so OpenAI calls become CHAT_MODEL spans with usage
+
+
+class CheckConfig(_Strict):
+    """A bound on one metric. At least one bound; ``severity: warn`` only reports."""
+
+    metric: str
+    at_most: float | None = None
+    at_least: float | None = None
+    max_increase: float | None = Field(None, ge=0)
+    max_decrease: float | None = Field(None, ge=0)
+    max_increase_pct: float | None = Field(None, ge=0)
+    max_decrease_pct: float | None = Field(None, ge=0)
+    severity: Literal["error", "warn"] = "error"
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        parse_metric_key(value)  # raises ValueError naming what is valid
+        return value
+
+    @model_validator(mode="after")
+    def _bounds_apply(self) -> CheckConfig:
+        if not any(getattr(self, name) is not None for name in BOUNDS):
+            raise ValueError(f"no bound given; use one or more of: {', '.join(BOUNDS)}")
+        if self.at_most is not None and self.at_least is not None and self.at_least > self.at_most:
+            raise ValueError(f"at_least ({self.at_least}) is above at_most ({self.at_most}); no value can pass")
+        metric, aggregation = parse_metric_key(self.metric)
+        if aggregation == "rate" and not METRICS[metric].binary:
+            raise ValueError(f"'rate' is the share of 1s in a 0/1 metric; '{metric}' is not 0/1, use mean or pNN")
+        if METRICS[metric].binary and aggregation not in ("rate", "mean", "sum", "min", "max"):
+            raise ValueError(f"'{metric}' is 0/1; use '{metric}/rate' instead of '{self.metric}'")
+        return self
+
+    def bounds(self) -> dict[str, float]:
+        """The bounds that are set, in a fixed order."""
+        return {name: value for name in BOUNDS if (value := getattr(self, name)) is not None}
+
+
+class CaseConfig(_Strict):
+    """One input of the dataset."""
+
+    id: str | None = None
+    inputs: dict[str, Any]
+    expectations: dict[str, Any] | None = None
+    tags: list[str] = []
+
+
+class PriceConfig(_Strict):
+    """USD per million tokens, for models MLflow cannot price."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class SimulatorConfig(_Strict):
+    """Settings for ``--simulate`` (see ``gate.simulator``)."""
+
+    seed: int = 0
+    base_latency_ms: float = Field(15.0, ge=0)
+    ms_per_token: float = Field(0.3, ge=0)
+    latency_sigma: float = Field(0.15, ge=0, le=3)
+    error_rate: float = Field(0.0, ge=0, le=1)
+
+
+class GateConfig(_Strict):
+    """The whole of ``thresholds.yaml``."""
+
+    version: Literal[1]
+    experiment: str = Field("gate", min_length=1)
+    tracking_uri: str | None = None
+    dataset: str | None = None
+    cases: list[CaseConfig] | None = None
+    baseline: VariantConfig
+    candidate: VariantConfig
+    run: RunConfig = RunConfig()
+    checks: list[CheckConfig] = Field(min_length=1)
+    pricing: dict[str, PriceConfig] = {}
+    simulator: SimulatorConfig = SimulatorConfig()
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> GateConfig:
+        if (self.dataset is None) == (self.cases is None):
+            raise ValueError("give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)")
+        return self
+
+    def label(self, variant: str) -> str:
+        """The display label of ``baseline`` or ``candidate``."""
+        cfg = self.baseline if variant == "baseline" else self.candidate
+        return cfg.label or variant
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The valid keys of the object that holds the last element of ``loc``."""
+    model: Any = GateConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args, *(a for arg in args for a in getattr(arg, "__args__", ()))]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields) if model is not None else []
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(loc)
+        return f"unknown key; valid keys here: {', '.join(valid)}" if valid else "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def load_config(path: str | Path) -> GateConfig:
+    """Read and validate a config file; raise ``ConfigError`` with one line per problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; pass the config with -c/--config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (version, baseline, candidate, checks, ...)")
+    if raw.get("version") != 1:
+        raise ConfigError(f"{path}: version: expected 1 (this gate reads config version 1), got {raw.get('version')!r}")
+    try:
+        return GateConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{path}: {_format_loc(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError(problems) from None
+
+
+def known_metrics_help() -> str:
+    """A one-line list of metric names and aggregations, for messages and docs."""
+    return f"metrics: {', '.join(METRICS)}; aggregations: {', '.join(AGGREGATIONS)}, pNN"

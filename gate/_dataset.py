@@ -1,0 +1,95 @@
+"""Load the cases of a gate: from a YAML or JSONL file, or inline; give each a stable, unique id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gate._config import CaseConfig, GateConfig
+from gate._errors import ConfigError
+
+__all__ = ["Case", "load_cases", "case_id_for"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to run through both versions."""
+
+    id: str
+    inputs: dict[str, Any]
+    expectations: dict[str, Any] | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def case_id_for(inputs: dict[str, Any]) -> str:
+    """A stable id from the inputs: the same inputs give the same id on every machine."""
+    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _read_rows(path: Path) -> list[Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: dataset file not found (paths are relative to the config file's folder)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read dataset: {exc}") from None
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: line {number}: not valid JSON: {exc}") from None
+        return rows
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(data, dict) and "cases" in data:
+        data = data["cases"]
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected a list of cases ({{id?, inputs, expectations?, tags?}}), got {type(data).__name__}")
+    return data
+
+
+def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
+    """The config's cases, validated, with ids filled in and checked for uniqueness."""
+    if config.cases is not None:
+        source, parsed = f"{config_path}: cases", list(config.cases)
+    else:
+        assert config.dataset is not None  # the config validator guarantees one of the two
+        path = (config_path.parent / config.dataset).resolve()
+        source = str(path)
+        parsed = []
+        problems = []
+        for index, row in enumerate(_read_rows(path)):
+            try:
+                parsed.append(CaseConfig.model_validate(row))
+            except ValidationError as exc:
+                for e in exc.errors():
+                    where = ".".join(str(p) for p in e["loc"]) or "(case)"
+                    problems.append(f"{source}: [{index}].{where}: {str(e['msg']).removeprefix('Value error, ')}")
+        if problems:
+            raise ConfigError(problems)
+    if not parsed:
+        raise ConfigError(f"{source}: the dataset has no cases")
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    problems = []
+    for index, row in enumerate(parsed):
+        case_id = row.id or case_id_for(row.inputs)
+        if case_id in seen:
+            problems.append(f"{source}: [{index}].id: duplicate case id '{case_id}' (also at [{seen[case_id]}]); ids must be unique")
+        seen[case_id] = index
+        cases.append(Case(case_id, dict(row.inputs), dict(row.expectations) if row.expectations else None, tuple(row.tags)))
+    if problems:
+        raise ConfigError(problems)
+    return cases

@@ -1,0 +1,208 @@
+"""Per-trace metrics read from MLflow ``Trace`` objects, and the aggregations over them.
+
+Every value comes from the trace itself (never from a timer of our own), so a gate over stored
+traces computes the same numbers as a gate that just produced them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "METRICS",
+    "AGGREGATIONS",
+    "Metric",
+    "TraceValues",
+    "parse_metric_key",
+    "extract_values",
+    "aggregate",
+    "percentile",
+    "compute_metrics",
+    "count_values",
+    "SUMMARY_KEYS",
+]
+
+LLM_SPAN_TYPES = frozenset({"CHAT_MODEL", "LLM"})
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-trace metric: its unit for messages, and whether it is 0/1."""
+
+    name: str
+    unit: str
+    binary: bool = False
+    description: str = ""
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("latency_ms", "ms", description="trace execution duration"),
+        Metric("error", "", binary=True, description="1 when the trace state is ERROR (or the call timed out)"),
+        Metric("input_tokens", "tokens", description="trace token usage, input"),
+        Metric("output_tokens", "tokens", description="trace token usage, output"),
+        Metric("total_tokens", "tokens", description="trace token usage, total"),
+        Metric("cost_usd", "USD", description="MLflow's trace cost, else the config's price table"),
+        Metric("response_chars", "chars", description="length of the root span's output"),
+        Metric("llm_calls", "calls", description="CHAT_MODEL and LLM spans"),
+        Metric("tool_calls", "calls", description="TOOL spans"),
+        Metric("span_count", "spans", description="all spans"),
+    )
+}
+
+AGGREGATIONS = ("mean", "median", "min", "max", "sum", "rate")
+_PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
+
+# Per-trace values of one trace: metric name -> value, or None where the trace has no such value.
+TraceValues = Mapping[str, float | None]
+
+
+def parse_metric_key(key: str) -> tuple[str, str]:
+    """Split ``latency_ms/p95`` into (metric, aggregation); raise ``ValueError`` naming what is valid."""
+    metric, sep, aggregation = key.partition("/")
+    if not sep:
+        raise ValueError(f"'{key}' is not '<metric>/<aggregation>' (e.g. latency_ms/p95)")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}")
+    if aggregation not in AGGREGATIONS and not _PERCENTILE.match(aggregation):
+        raise ValueError(f"unknown aggregation '{aggregation}'; known: {', '.join(AGGREGATIONS)}, pNN (e.g. p95, p99.9)")
+    if aggregation.startswith("p") and float(aggregation[1:]) > 100:
+        raise ValueError(f"percentile '{aggregation}' is above 100")
+    return metric, aggregation
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between ranks, as numpy's default."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def aggregate(values: Sequence[float], aggregation: str) -> float | None:
+    """Aggregate the non-missing values of one metric; None when there are none."""
+    if not values:
+        return None
+    if aggregation in ("mean", "rate"):
+        return statistics.fmean(values)
+    if aggregation == "median":
+        return float(statistics.median(values))
+    if aggregation == "min":
+        return float(min(values))
+    if aggregation == "max":
+        return float(max(values))
+    if aggregation == "sum":
+        return float(math.fsum(values))
+    return percentile(values, float(aggregation[1:]))
+
+
+def _span_type(span: Any) -> str:
+    return str(getattr(span, "span_type", None) or "UNKNOWN")
+
+
+def _price(span: Any, pricing: Mapping[str, Any]) -> float | None:
+    """Cost of one LLM span from the price table; None when its model has no price."""
+    attributes = getattr(span, "attributes", None) or {}
+    usage = attributes.get("mlflow.chat.tokenUsage")
+    if not usage:
+        return 0.0  # a call that failed before usage was reported costs nothing we can see
+    model = attributes.get("mlflow.llm.model") or (getattr(span, "inputs", None) or {}).get("model")
+    price = pricing.get(str(model)) if model else None
+    if price is None:
+        return None
+    return (usage.get("input_tokens", 0) * price.input_per_mtok + usage.get("output_tokens", 0) * price.output_per_mtok) / 1e6
+
+
+def _cost(trace: Any, spans: Sequence[Any], pricing: Mapping[str, Any]) -> float | None:
+    cost = getattr(trace.info, "cost", None)
+    if cost and cost.get("total_cost") is not None:
+        return float(cost["total_cost"])
+    total = 0.0
+    for span in spans:
+        if _span_type(span) in LLM_SPAN_TYPES:
+            price = _price(span, pricing)
+            if price is None:
+                return None
+            total += price
+    return total
+
+
+def _response_chars(spans: Sequence[Any]) -> float | None:
+    root = next((s for s in spans if getattr(s, "parent_id", None) is None), None)
+    if root is None:
+        return None
+    outputs = root.outputs
+    if outputs is None:
+        return None
+    return float(len(outputs if isinstance(outputs, str) else json.dumps(outputs, default=str)))
+
+
+def extract_values(trace: Any, pricing: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+    """Read every built-in metric from one MLflow ``Trace``."""
+    info = trace.info
+    spans = list(getattr(trace.data, "spans", None) or [])
+    usage = info.token_usage or {}
+    state = getattr(info.state, "value", info.state)
+    types = [_span_type(s) for s in spans]
+    duration = info.execution_duration
+    return {
+        "latency_ms": float(duration) if duration is not None else None,
+        "error": 1.0 if state == "ERROR" else 0.0,
+        "input_tokens": _opt(usage.get("input_tokens")),
+        "output_tokens": _opt(usage.get("output_tokens")),
+        "total_tokens": _opt(usage.get("total_tokens")),
+        "cost_usd": _cost(trace, spans, pricing or {}),
+        "response_chars": _response_chars(spans),
+        "llm_calls": float(sum(t in LLM_SPAN_TYPES for t in types)),
+        "tool_calls": float(sum(t == "TOOL" for t in types)),
+        "span_count": float(len(spans)),
+    }
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def compute_metrics(rows: Sequence[TraceValues], keys: Sequence[str]) -> dict[str, float | None]:
+    """Aggregate per-trace rows into ``{metric_key: value}`` for the given keys."""
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for name, value in row.items():
+            if value is not None and not math.isnan(value):
+                columns.setdefault(name, []).append(value)
+    out: dict[str, float | None] = {}
+    for key in keys:
+        metric, aggregation = parse_metric_key(key)
+        out[key] = aggregate(columns.get(metric, []), aggregation)
+    return out
+
+
+def count_values(rows: Sequence[TraceValues], metric: str) -> int:
+    """How many rows carry a value for ``metric``."""
+    return sum(1 for row in rows if row.get(metric) is not None)
+
+
+SUMMARY_KEYS: tuple[str, ...] = (
+    "latency_ms/mean",
+    "latency_ms/p50",
+    "latency_ms/p95",
+    "error/rate",
+    "input_tokens/mean",
+    "output_tokens/mean",
+    "total_tokens/mean",
+    "total_tokens/sum",
+    "cost_usd/sum",
+    "response_chars/mean",
+    "llm_calls/mean",
+    "span_count/mean",
+)

@@ -1,0 +1,134 @@
+"""Import the two targets and call them on every case, interleaved, with repeats and a deadline per call.
+
+Each call runs inside ``mlflow.tracing.context`` so the trace the target produces carries the gate's
+tags (session, variant, label, case id, repeat) and is linked to its variant's MLflow run — without
+wrapping the target in a span of ours, so the trace is exactly what the app records in production.
+"""
+
+from __future__ import annotations
+
+import importlib
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gate._dataset import Case
+from gate._errors import ConfigError
+
+__all__ = ["Call", "CallResult", "import_target", "plan_calls", "run_calls", "VARIANTS"]
+
+Variant = Literal["baseline", "candidate"]
+VARIANTS: tuple[Variant, Variant] = ("baseline", "candidate")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of one version on one case."""
+
+    variant: Variant
+    case: Case
+    repeat: int
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What happened to a call. ``error`` is None when the target returned."""
+
+    call: Call
+    error: str | None
+    timed_out: bool = False
+
+
+def import_target(spec: str, where: str, search_path: Sequence[Path]) -> Callable[..., Any]:
+    """Import ``module:function`` with ``search_path`` first on ``sys.path``, as uvicorn and pytest do."""
+    for folder in reversed([str(p) for p in search_path]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    module_name, _, attr_path = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: cannot import module '{module_name}': {exc}") from None
+    except Exception as exc:  # the user's module failed while importing: still their input
+        raise ConfigError(f"{where}: importing '{module_name}' raised {type(exc).__name__}: {exc}") from None
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{where}: module '{module_name}' has no attribute '{attr_path}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{where}: '{spec}' is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def plan_calls(cases: Sequence[Case], repeats: int) -> list[Call]:
+    """Interleave the versions case by case, alternating which goes first, so drift hits both alike."""
+    calls = []
+    for repeat in range(repeats):
+        for index, case in enumerate(cases):
+            order = VARIANTS if (index + repeat) % 2 == 0 else VARIANTS[::-1]
+            calls.extend(Call(variant, case, repeat) for variant in order)
+    return calls
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def run_calls(
+    calls: Sequence[Call],
+    targets: dict[Variant, Callable[..., Any]],
+    context_for: Callable[[Call], Any],
+    concurrency: int,
+    timeout_s: float,
+    on_result: Callable[[CallResult], None] | None = None,
+) -> list[CallResult]:
+    """Run every call with at most ``concurrency`` in flight; a call past ``timeout_s`` is abandoned.
+
+    ``context_for(call)`` returns the context manager (MLflow's tracing context) the call runs in.
+    Calls run in daemon threads so an abandoned call can never keep the gate alive.
+    """
+    done: queue.Queue[tuple[int, str | None]] = queue.Queue()
+
+    def work(index: int, call: Call) -> None:
+        error: str | None = None
+        try:
+            with context_for(call):
+                targets[call.variant](**call.case.inputs)
+        except BaseException as exc:  # noqa: BLE001 - an app's failure, even SystemExit, is a data point
+            error = _describe(exc)
+        done.put((index, error))
+
+    results: dict[int, CallResult] = {}
+    pending = list(enumerate(calls))
+    pending.reverse()
+    in_flight: dict[int, float] = {}
+    while pending or in_flight:
+        while pending and len(in_flight) < concurrency:
+            index, call = pending.pop()
+            in_flight[index] = time.monotonic() + timeout_s
+            threading.Thread(target=work, args=(index, call), name=f"gate-call-{index}", daemon=True).start()
+        wait = max(0.0, min(in_flight.values()) - time.monotonic())
+        try:
+            index, error = done.get(timeout=wait)
+        except queue.Empty:
+            now = time.monotonic()
+            for index in [i for i, deadline in in_flight.items() if deadline <= now]:
+                del in_flight[index]
+                result = CallResult(calls[index], f"TimeoutError: no answer within {timeout_s:g} s", timed_out=True)
+                results[index] = result
+                if on_result:
+                    on_result(result)
+            continue
+        if index not in in_flight:
+            continue  # a late answer from a call already counted as timed out
+        del in_flight[index]
+        results[index] = CallResult(calls[index], error)
+        if on_result:
+            on_result(results[index])
+    return [results[i] for i in range(len(calls))]

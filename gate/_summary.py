@@ -1,0 +1,43 @@
+"""The short human summary the gate prints to stderr."""
+
+from __future__ import annotations
+
+from gate._verdict import Verdict
+
+__all__ = ["render_summary"]
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def render_summary(verdict: Verdict) -> str:
+    """A few lines: the status, one row per check, and where the traces are."""
+    lines = [f"gate: {verdict.status.upper()} (exit {verdict.exit_code})"]
+    if verdict.error:
+        lines.append(f"  {verdict.error}")
+    if verdict.variants:
+        b, c = verdict.variants["baseline"], verdict.variants["candidate"]
+        lines.append(
+            f"  baseline {b.label}: {b.calls} calls, {b.errors} errors · candidate {c.label}: {c.calls} calls, {c.errors} errors"
+        )
+    if verdict.checks:
+        rows = [("status", "check", "baseline", "candidate", "delta", "bound")]
+        for check in verdict.checks:
+            delta = "-" if check.delta is None else (f"{check.delta_pct:+.1f}%" if check.delta_pct is not None else f"{check.delta:+.4g}")
+            bound = ", ".join(f"{k}={v:g}" for k, v in check.bound.items())
+            rows.append((check.status.upper(), check.metric, _num(check.baseline), _num(check.candidate), delta, bound))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        for check in verdict.checks:
+            if check.status != "pass":
+                lines.append(f"  {check.status}: {check.message}")
+    if verdict.mlflow and verdict.mlflow.session:
+        lines.append(
+            f"  traces: experiment '{verdict.mlflow.experiment}', tag gate.session = {verdict.mlflow.session} "
+            f"(mlflow ui --backend-store-uri {verdict.mlflow.tracking_uri})"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,195 @@
+"""Everything that talks to MLflow: the store, the experiment, one run per version, and reading traces back.
+
+MLflow is imported lazily (it costs ~2 s), after ``prepare_environment`` has set what must be set
+before import: telemetry off, and synchronous trace export, because the asynchronous exporter drops
+traces silently when its queue overflows (docs/design/trace-recording.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from gate._errors import RunError
+from gate._metrics import extract_values
+from gate._runner import Call, CallResult
+
+__all__ = [
+    "prepare_environment",
+    "resolve_tracking_uri",
+    "redact_uri",
+    "Store",
+    "open_store",
+    "TraceRow",
+    "match_traces",
+]
+
+TAG_PREFIX = "gate."
+
+
+def prepare_environment() -> None:
+    """Set MLflow's environment before it is imported; explicit user settings win."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+
+
+def resolve_tracking_uri(flag: str | None, config_value: str | None, default: str) -> str:
+    """Precedence: --tracking-uri, then MLFLOW_TRACKING_URI, then the config, then the default."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or config_value or default
+
+
+def redact_uri(uri: str) -> str:
+    """Hide a password in a URI (``http://user:***@host``)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One trace, reduced to what the gate needs: where it came from and its metric values."""
+
+    trace_id: str | None
+    variant: str
+    case_id: str
+    repeat: int
+    values: Mapping[str, float | None]
+
+
+class Store:
+    """An MLflow tracking store with the gate's experiment selected."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # migrations and flush notices are noise here
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if tracking_uri.startswith("sqlite:///"):
+            db_path = Path(tracking_uri.removeprefix("sqlite:///"))
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=self._artifact_location())
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as exc:
+            raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {exc}") from None
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def _artifact_location(self) -> str | None:
+        # Keep artifacts next to a local database, not in ./mlruns of whatever folder CI runs in.
+        if self.tracking_uri.startswith("sqlite:///"):
+            folder = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+            return folder.as_uri()
+        return None
+
+    def start_run(self, name: str, tags: Mapping[str, str]) -> str:
+        """Create an MLflow run (not made active: calls run in many threads) and return its id."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        return str(run.info.run_id)
+
+    def finish_run(self, run_id: str, metrics: Mapping[str, float | None], status: str) -> None:
+        """Log the version's aggregated metrics to its run and close it."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        logged = [Metric(key.replace("/", "_"), float(v), now, 0) for key, v in metrics.items() if v is not None]
+        if logged:
+            self.client.log_batch(run_id, metrics=logged)
+        self.client.set_terminated(run_id, status=status)
+
+    @staticmethod
+    def tracing_context(tags: Mapping[str, str], run_id: str) -> AbstractContextManager[Any]:
+        """Tags and run link for every trace created inside (MLflow's public ``tracing.context``)."""
+        import mlflow
+
+        return mlflow.tracing.context(tags=dict(tags), metadata={"mlflow.sourceRun": run_id})
+
+    def fetch_traces(self, session: str) -> list[Any]:
+        """Every trace of this gate session, with spans, after flushing any pending export."""
+        import mlflow
+
+        if os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "").lower() in ("true", "1"):
+            mlflow.flush_trace_async_logging()
+        try:
+            traces = mlflow.search_traces(
+                locations=[self.experiment_id],
+                filter_string=f"tags.`{TAG_PREFIX}session` = '{session}'",
+                return_type="list",
+            )
+        except Exception as exc:
+            raise RunError(f"cannot read traces back from {redact_uri(self.tracking_uri)}: {exc}") from None
+        return list(traces)
+
+
+def open_store(tracking_uri: str, experiment: str) -> Store:
+    """Open (and create if needed) the store and the experiment."""
+    return Store(tracking_uri, experiment)
+
+
+def _key(variant: str, case_id: str, repeat: int) -> str:
+    return f"{variant}/{case_id}#{repeat}"
+
+
+def match_traces(
+    traces: Sequence[Any], results: Sequence[CallResult], pricing: Mapping[str, Any]
+) -> tuple[list[TraceRow], list[str]]:
+    """Pair each finished call with exactly one trace; return the rows and every discrepancy found.
+
+    A call that returned or raised must have left exactly one trace. A timed-out call may not have,
+    so it becomes an error row with no trace. Anything else is a problem the caller must not ignore.
+    """
+    by_key: dict[str, list[Any]] = {}
+    for trace in traces:
+        tags = trace.info.tags
+        key = _key(tags.get(f"{TAG_PREFIX}variant", "?"), tags.get(f"{TAG_PREFIX}case_id", "?"), int(tags.get(f"{TAG_PREFIX}repeat", -1)))
+        by_key.setdefault(key, []).append(trace)
+    rows: list[TraceRow] = []
+    missing: list[str] = []
+    duplicated: list[str] = []
+    for result in results:
+        call: Call = result.call
+        key = _key(call.variant, call.case.id, call.repeat)
+        found = by_key.pop(key, [])
+        if result.timed_out:
+            rows.append(TraceRow(None, call.variant, call.case.id, call.repeat, {"error": 1.0}))
+            continue
+        if not found:
+            missing.append(key)
+            continue
+        if len(found) > 1:
+            duplicated.append(key)
+            continue
+        trace = found[0]
+        rows.append(TraceRow(trace.info.trace_id, call.variant, call.case.id, call.repeat, extract_values(trace, pricing)))
+    problems = []
+    finished = sum(not r.timed_out for r in results)
+    if missing:
+        problems.append(
+            f"expected {finished} traces, {len(missing)} missing (e.g. {', '.join(missing[:3])}); a target must be "
+            "decorated with @mlflow.trace, and traces must not be dropped by the exporter"
+        )
+    if duplicated:
+        problems.append(
+            f"{len(duplicated)} calls left more than one trace (e.g. {', '.join(duplicated[:3])}); decorate the "
+            "target with @mlflow.trace so each call is one trace"
+        )
+    strays = list(by_key)  # every matched key was popped above
+    if strays:
+        problems.append(f"{len(strays)} traces in this session match no call (e.g. {', '.join(strays[:3])})")
+    return rows, problems
+

@@ -1,0 +1,98 @@
+"""The verdict: the gate's public JSON output (schema_version 1), its JSON Schema, and an atomic writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Verdict", "VariantReport", "CheckReport", "verdict_schema", "write_verdict", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariantReport(_Out):
+    """What ran for one version and what it left in MLflow."""
+
+    label: str
+    target: str
+    mlflow_run_id: str | None = None
+    calls: int = Field(description="calls made")
+    traces: int = Field(description="traces found in the store for those calls")
+    errors: int = Field(description="calls that raised, timed out or left an ERROR trace")
+
+
+class CheckReport(_Out):
+    """One check, decided."""
+
+    metric: str
+    status: Literal["pass", "fail", "warn", "missing"]
+    severity: Literal["error", "warn"]
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    delta_pct: float | None
+    bound: dict[str, float]
+    message: str
+
+
+class MlflowReport(_Out):
+    """Where the traces are."""
+
+    tracking_uri: str = Field(description="redacted: passwords are replaced by ***")
+    experiment: str
+    experiment_id: str | None = None
+    session: str | None = Field(None, description="the gate.session tag shared by this run's traces")
+
+
+class Verdict(_Out):
+    """The gate's answer. On exit 2 or 3 only ``status``, ``exit_code``, ``reason`` and ``error`` are sure to be set."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    status: Literal["pass", "fail", "error"]
+    exit_code: int
+    report_only: bool = Field(False, description="--report-only turned a failing verdict's exit 1 into 0")
+    reason: str | None = Field(None, description="why the status is error: config, run, interrupted, internal")
+    error: str | None = None
+    gate_version: str
+    config: str | None = None
+    endpoint: str | None = Field(None, description="'simulated', or the OpenAI base URL the app was pointed at")
+    variants: dict[Literal["baseline", "candidate"], VariantReport] | None = None
+    metrics: dict[Literal["baseline", "candidate"], dict[str, float | None]] | None = None
+    checks: list[CheckReport] = []
+    mlflow: MlflowReport | None = None
+    timing: dict[str, Any] = {}
+
+
+def verdict_schema() -> dict[str, Any]:
+    """The JSON Schema of the verdict, as ``gate schema`` prints it."""
+    schema = Verdict.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "gate verdict"
+    return schema
+
+
+def write_verdict(verdict: Verdict, path: Path) -> None:
+    """Write the verdict atomically: readers see the old file or the whole new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(render_json(verdict))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_json(verdict: Verdict) -> str:
+    """The verdict as indented JSON with a trailing newline."""
+    return json.dumps(verdict.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
