@@ -125,10 +125,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the command, return the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parser().parse_args(argv)
     except ConfigError as exc:
         _print_error(exc)
+        if argv[:1] == ["run"]:  # a CI step parses stdout even when the command line was wrong
+            _emit(_error_verdict(str(exc), exc.exit_code, "config", None), sys.stdout, None)
         return exc.exit_code
     try:
         if args.command == "run":

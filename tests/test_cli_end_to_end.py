@@ -1,0 +1,176 @@
+"""`gate run` as a user runs it: a subprocess, the simulator over real HTTP, a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import mlflow
+import pytest
+
+from conftest import Project
+from gate._verdict import verdict_schema
+
+
+def _check(verdict: dict, metric: str) -> dict:
+    return next(c for c in verdict["checks"] if c["metric"] == metric)
+
+
+def test_identical_versions_pass(project: Project) -> None:
+    project.write_config()
+    result = project.gate("run", "--simulate")
+    assert result.code == 0, result.stderr
+    verdict = result.verdict
+    assert verdict["status"] == "pass"
+    assert verdict["endpoint"] == "simulated"
+    assert {c["status"] for c in verdict["checks"]} == {"pass"}
+    assert verdict["variants"]["baseline"]["traces"] == verdict["variants"]["baseline"]["calls"] == 6
+    assert verdict["variants"]["candidate"]["traces"] == 6
+    jsonschema.validate(verdict, verdict_schema())
+    assert "gate: PASS (exit 0)" in result.stderr
+
+
+def test_traces_are_tagged_and_linked_to_their_run(project: Project) -> None:
+    project.write_config(run={"repeats": 2, "concurrency": 3, "timeout_s": 30})
+    result = project.gate("run", "--simulate")
+    assert result.code == 0, result.stderr
+    verdict = result.verdict
+    mlflow.set_tracking_uri(f"sqlite:///{project.path / 'store' / 'mlflow.db'}")
+    run_id = verdict["variants"]["candidate"]["mlflow_run_id"]
+    traces = mlflow.search_traces(
+        locations=[verdict["mlflow"]["experiment_id"]], run_id=run_id, return_type="list", include_spans=False
+    )
+    assert len(traces) == 12
+    tags = [t.info.tags for t in traces]
+    assert {t["gate.variant"] for t in tags} == {"candidate"}
+    assert {t["gate.label"] for t in tags} == {"v2"}
+    assert {t["gate.session"] for t in tags} == {verdict["mlflow"]["session"]}
+    assert sorted((t["gate.case_id"], t["gate.repeat"]) for t in tags) == sorted(
+        (f"q{i}", str(r)) for i in range(6) for r in range(2)
+    )
+
+
+def test_slower_candidate_fails_on_latency(project: Project) -> None:
+    project.write_config(candidate={"target": "gate_test_apps:slow_agent"})
+    result = project.gate("run", "--simulate")
+    assert result.code == 1, result.stderr
+    verdict = result.verdict
+    assert verdict["status"] == "fail"
+    latency = _check(verdict, "latency_ms/median")
+    assert latency["status"] == "fail"
+    assert latency["candidate"] >= 250  # the trace duration includes the app's own sleep
+    assert latency["message"].startswith("latency_ms/median rose ")
+    assert "limit +50%" in latency["message"]
+    assert _check(verdict, "total_tokens/mean")["status"] == "pass"
+
+
+def test_candidate_raising_on_some_cases_fails_on_error_rate(project: Project) -> None:
+    project.write_config(candidate={"target": "gate_test_apps:flaky_agent"})
+    result = project.gate("run", "--simulate")
+    assert result.code == 1, result.stderr
+    verdict = result.verdict
+    errors = _check(verdict, "error/rate")
+    assert errors["status"] == "fail"
+    assert errors["candidate"] == pytest.approx(1 / 6)
+    assert verdict["variants"]["candidate"]["errors"] == 1
+    # The failing call is a data point with its ERROR trace, not a crash of the gate.
+    assert verdict["variants"]["candidate"]["traces"] == 6
+
+
+def test_warn_severity_reports_but_passes(project: Project) -> None:
+    project.write_config(
+        candidate={"target": "gate_test_apps:slow_agent"},
+        checks=[{"metric": "latency_ms/median", "max_increase_pct": 10, "severity": "warn"}],
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code == 0, result.stderr
+    assert result.verdict["status"] == "pass"
+    assert result.verdict["checks"][0]["status"] == "warn"
+
+
+def test_report_only_turns_fail_into_exit_zero(project: Project) -> None:
+    project.write_config(candidate={"target": "gate_test_apps:flaky_agent"})
+    result = project.gate("run", "--simulate", "--report-only")
+    assert result.code == 0, result.stderr
+    assert result.verdict["status"] == "fail"
+    assert result.verdict["report_only"] is True
+
+
+def test_broken_config_exits_2_with_a_verdict(project: Project) -> None:
+    project.write_config(checks=[{"metric": "latency_ms/p95", "max_increse_pct": 25}])
+    result = project.gate("run", "--simulate", "--output", "out/verdict.json")
+    assert result.code == 2
+    assert "Traceback" not in result.stderr
+    assert "thresholds.yaml: checks[0].max_increse_pct: unknown key; valid keys here: metric, at_most" in result.stderr
+    verdict = result.verdict
+    assert verdict["status"] == "error" and verdict["exit_code"] == 2 and verdict["reason"] == "config"
+    assert json.loads((project.path / "out" / "verdict.json").read_text()) == verdict
+    jsonschema.validate(verdict, verdict_schema())
+
+
+def test_every_call_failing_exits_3(project: Project) -> None:
+    project.write_config()
+    # No --simulate and an endpoint where nothing listens: every call fails to connect.
+    result = project.gate("run", env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-testsecret123456"})
+    assert result.code == 3, result.stderr
+    verdict = result.verdict
+    assert verdict["status"] == "error"
+    assert "every call of both versions failed" in verdict["error"]
+    assert "APIConnectionError" in verdict["error"]
+    assert "sk-testsecret123456" not in result.stdout + result.stderr
+
+
+def test_a_dropped_trace_exits_3(project: Project) -> None:
+    project.write_config(candidate={"target": "gate_test_apps:untraced_sometimes"})
+    result = project.gate("run", "--simulate")
+    assert result.code == 3, result.stderr
+    verdict = result.verdict
+    assert verdict["status"] == "error"
+    assert "expected 12 traces, 1 missing (e.g. candidate/q2#0)" in verdict["error"]
+    assert verdict["variants"]["candidate"]["traces"] == 5
+
+
+def test_app_printing_to_stdout_keeps_the_verdict_parseable(project: Project) -> None:
+    project.write_config(candidate={"target": "gate_test_apps:chatty_agent"})
+    result = project.gate("run", "--simulate")
+    assert result.code == 0, result.stderr
+    assert result.verdict["status"] == "pass"
+    assert "debug: the app printed this to stdout" in result.stderr
+
+
+def test_check_without_data_is_missing_and_exits_3(project: Project) -> None:
+    # cost_usd needs a price: the simulator's model is not in the (empty) price table.
+    project.write_config(checks=[{"metric": "cost_usd/sum", "max_increase_pct": 10}])
+    result = project.gate("run", "--simulate")
+    assert result.code == 3, result.stderr
+    assert result.verdict["checks"][0]["status"] == "missing"
+    assert "no data for cost_usd/sum" in result.verdict["error"]
+
+
+def test_dry_run_plans_without_calling(project: Project) -> None:
+    project.write_config(run={"repeats": 3})
+    result = project.gate("run", "--dry-run")
+    assert result.code == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["calls"] == 6 * 2 * 3
+    assert not (project.path / "store").exists()
+
+
+def test_validate_and_schema_commands(project: Project, tmp_path: Path) -> None:
+    project.write_config()
+    ok = project.gate("validate")
+    assert ok.code == 0 and "is valid: 6 cases, 3 checks" in ok.stderr
+    project.write_config(baseline={"target": "gate_test_apps:no_such_function"})
+    bad = project.gate("validate")
+    assert bad.code == 2
+    assert "baseline.target: module 'gate_test_apps' has no attribute 'no_such_function'" in bad.stderr
+    schema = project.gate("schema")
+    assert schema.code == 0 and json.loads(schema.stdout)["title"] == "gate verdict"
+
+
+def test_usage_error_exits_2(project: Project) -> None:
+    result = project.gate("run", "--no-such-flag")
+    assert result.code == 2
+    assert "usage: unrecognized arguments: --no-such-flag" in result.stderr
+    assert result.verdict["status"] == "error" and result.verdict["exit_code"] == 2
