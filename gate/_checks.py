@@ -9,7 +9,7 @@ from typing import Literal
 from gate._config import CheckConfig
 from gate._metrics import METRICS, parse_metric_key
 
-__all__ = ["CheckResult", "evaluate_checks", "evaluate_check"]
+__all__ = ["CheckResult", "evaluate_check", "evaluate_checks"]
 
 CheckStatus = Literal["pass", "fail", "warn", "missing"]
 
@@ -88,22 +88,51 @@ def evaluate_check(check: CheckConfig, baseline: float | None, candidate: float 
     if candidate is None or (baseline is None and any(not name.startswith("at_") for name in bounds)):
         missing = [v for v, value in (("baseline", baseline), ("candidate", candidate)) if value is None]
         return CheckResult(
-            check.metric, "missing", check.severity, baseline, candidate, None, None, bounds,
+            check.metric,
+            "missing",
+            check.severity,
+            baseline,
+            candidate,
+            None,
+            None,
+            bounds,
             f"{check.metric}: no data for {' and '.join(missing)}; a check without data cannot pass",
         )
     delta = None if baseline is None else candidate - baseline
     delta_pct = None if baseline in (None, 0) or delta is None else delta / abs(baseline) * 100
     broken = _violations(bounds, baseline if baseline is not None else candidate, candidate)
     status: CheckStatus = "pass" if not broken else ("fail" if check.severity == "error" else "warn")
-    numbers = f"({_fmt(baseline)} → {_fmt(candidate)}{' ' + unit if unit else ''})" if baseline is not None else f"({_fmt(candidate)}{' ' + unit if unit else ''})"
+    numbers = (
+        f"({_fmt(baseline)} → {_fmt(candidate)}{' ' + unit if unit else ''})"
+        if baseline is not None
+        else f"({_fmt(candidate)}{' ' + unit if unit else ''})"
+    )
     if delta is None:
         movement = "is"
     elif delta_pct is not None:
-        movement = f"{'rose' if delta > 0 else 'fell' if delta < 0 else 'held'} {abs(delta_pct):.1f}%" if delta else "unchanged"
+        movement = (
+            f"{'rose' if delta > 0 else 'fell' if delta < 0 else 'held'} {abs(delta_pct):.1f}%"
+            if delta
+            else "unchanged"
+        )
     else:
-        movement = f"{'rose' if delta > 0 else 'fell' if delta < 0 else 'unchanged'} by {_fmt(abs(delta))}" if delta else "unchanged"
+        movement = (
+            f"{'rose' if delta > 0 else 'fell' if delta < 0 else 'unchanged'} by {_fmt(abs(delta))}"
+            if delta
+            else "unchanged"
+        )
     verdict = "; ".join(broken) if broken else f"within {_limits(bounds)}"
-    return CheckResult(check.metric, status, check.severity, baseline, candidate, delta, delta_pct, bounds, f"{check.metric} {movement} {numbers}, {verdict}")
+    return CheckResult(
+        check.metric,
+        status,
+        check.severity,
+        baseline,
+        candidate,
+        delta,
+        delta_pct,
+        bounds,
+        f"{check.metric} {movement} {numbers}, {verdict}",
+    )
 
 
 def evaluate_checks(

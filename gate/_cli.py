@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
     run.add_argument("--report-only", action="store_true", help="exit 0 when checks fail; never hides exit 2 or 3")
     run.add_argument("--dry-run", action="store_true", help="validate, import targets, print the plan; call nothing")
-    run.add_argument("--simulate", action="store_true", help="serve the app from the built-in OpenAI-compatible simulator")
+    run.add_argument(
+        "--simulate", action="store_true", help="serve the app from the built-in OpenAI-compatible simulator"
+    )
     run.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and the config)")
 
     validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
@@ -86,7 +88,8 @@ def _run(args: argparse.Namespace) -> int:
                 plan = plan_gate(options)
                 real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
                 print(
-                    f"gate: dry run: {plan['cases']} cases × 2 versions × {plan['repeats']} repeats = {plan['calls']} calls; nothing was called",
+                    f"gate: dry run: {plan['cases']} cases × 2 versions × {plan['repeats']} repeats"
+                    f" = {plan['calls']} calls; nothing was called",
                     file=sys.stderr,
                 )
                 return 0
@@ -100,9 +103,13 @@ def _run(args: argparse.Namespace) -> int:
         print("gate: interrupted", file=sys.stderr)
         _emit(_error_verdict("interrupted", 130, "interrupted", args.config), real_stdout, args.output)
         return 130
-    except Exception as exc:  # a bug of ours: keep the traceback, still leave a verdict
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: keep the traceback, still leave a verdict
         traceback.print_exc()
-        _emit(_error_verdict(f"internal error: {type(exc).__name__}: {exc}", 3, "internal", args.config), real_stdout, args.output)
+        _emit(
+            _error_verdict(f"internal error: {type(exc).__name__}: {exc}", 3, "internal", args.config),
+            real_stdout,
+            args.output,
+        )
         return 3
     if args.report_only and verdict.exit_code == 1:
         verdict = verdict.model_copy(update={"exit_code": 0, "report_only": True})
@@ -117,7 +124,8 @@ def _validate(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         prepared = prepare(RunOptions(config_path=args.config))
     print(
-        f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, targets import",
+        f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks,"
+        " both targets import",
         file=sys.stderr,
     )
     return 0

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gate._errors import ConfigError
 from gate._metrics import AGGREGATIONS, METRICS, parse_metric_key
 
-__all__ = ["GateConfig", "CheckConfig", "VariantConfig", "RunConfig", "load_config", "DEFAULT_TRACKING_URI"]
+__all__ = ["DEFAULT_TRACKING_URI", "CheckConfig", "GateConfig", "RunConfig", "VariantConfig", "load_config"]
 
 DEFAULT_TRACKING_URI = "sqlite:///.gate/mlflow.db"
 BOUNDS = ("at_most", "at_least", "max_increase", "max_decrease", "max_increase_pct", "max_decrease_pct")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from gate._config import CaseConfig, GateConfig
 from gate._errors import ConfigError
 
-__all__ = ["Case", "load_cases", "case_id_for"]
+__all__ = ["Case", "case_id_for", "load_cases"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ def _read_rows(path: Path) -> list[Any]:
     if isinstance(data, dict) and "cases" in data:
         data = data["cases"]
     if not isinstance(data, list):
-        raise ConfigError(f"{path}: expected a list of cases ({{id?, inputs, expectations?, tags?}}), got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a list of cases ({{id?, inputs, expectations?, tags?}}), got {type(data).__name__}"
+        )
     return data
 
 
@@ -87,9 +89,13 @@ def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
     for index, row in enumerate(parsed):
         case_id = row.id or case_id_for(row.inputs)
         if case_id in seen:
-            problems.append(f"{source}: [{index}].id: duplicate case id '{case_id}' (also at [{seen[case_id]}]); ids must be unique")
+            problems.append(
+                f"{source}: [{index}].id: duplicate case id '{case_id}' (also at [{seen[case_id]}]); ids must be unique"
+            )
         seen[case_id] = index
-        cases.append(Case(case_id, dict(row.inputs), dict(row.expectations) if row.expectations else None, tuple(row.tags)))
+        cases.append(
+            Case(case_id, dict(row.inputs), dict(row.expectations) if row.expectations else None, tuple(row.tags))
+        )
     if problems:
         raise ConfigError(problems)
     return cases

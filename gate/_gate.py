@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gate import __version__
 from gate._checks import CheckResult, evaluate_checks
@@ -23,7 +23,7 @@ from gate._secrets import redact
 from gate._traces import TAG_PREFIX, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
 from gate._verdict import CheckReport, MlflowReport, VariantReport, Verdict
 
-__all__ = ["RunOptions", "run_gate", "plan_gate", "Prepared", "prepare"]
+__all__ = ["Prepared", "RunOptions", "plan_gate", "prepare", "run_gate"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,10 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
             _enable_openai_autolog()
         session = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         run_ids = {
-            v: store.start_run(f"gate-{session}-{v}", {f"{TAG_PREFIX}session": session, f"{TAG_PREFIX}variant": v, f"{TAG_PREFIX}label": config.label(v)})
+            v: store.start_run(
+                f"gate-{session}-{v}",
+                {f"{TAG_PREFIX}session": session, f"{TAG_PREFIX}variant": v, f"{TAG_PREFIX}label": config.label(v)},
+            )
             for v in VARIANTS
         }
 
@@ -127,7 +130,9 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
 
         calls = plan_calls(prepared.cases, config.run.repeats)
         calls_started = time.monotonic()
-        results = run_calls(calls, prepared.targets, context_for, config.run.concurrency, config.run.timeout_s, progress)
+        results = run_calls(
+            calls, prepared.targets, context_for, config.run.concurrency, config.run.timeout_s, progress
+        )
         calls_s = time.monotonic() - calls_started
     traces = store.fetch_traces(session)
     rows, problems = match_traces(traces, results, config.pricing)
@@ -150,7 +155,10 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
     }
     checks = evaluate_checks(config.checks, metrics["baseline"], metrics["candidate"])
     mlflow_report = MlflowReport(
-        tracking_uri=redact_uri(tracking_uri), experiment=config.experiment, experiment_id=store.experiment_id, session=session
+        tracking_uri=redact_uri(tracking_uri),
+        experiment=config.experiment,
+        experiment_id=store.experiment_id,
+        session=session,
     )
     error: str | None = None
     if failed:
@@ -161,6 +169,7 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         error = "traces do not match the calls made: " + "; ".join(problems)
     elif missing := [c.metric for c in checks if c.status == "missing"]:
         error = f"no data for {', '.join(missing)}; a check without data cannot pass"
+    status: Literal["pass", "fail", "error"]
     if error:
         status, exit_code, reason = "error", RunError.exit_code, "run"
     elif any(c.status == "fail" for c in checks):
@@ -208,10 +217,12 @@ def plan_gate(options: RunOptions) -> dict[str, Any]:
     return {
         "config": str(options.config_path),
         "cases": len(prepared.cases),
-        "variants": {v: {"label": config.label(v), "target": (config.baseline if v == "baseline" else config.candidate).target} for v in VARIANTS},
+        "variants": {
+            v: {"label": config.label(v), "target": (config.baseline if v == "baseline" else config.candidate).target}
+            for v in VARIANTS
+        },
         "repeats": config.run.repeats,
         "calls": calls,
         "concurrency": config.run.concurrency,
         "checks": [c.metric for c in config.checks],
     }
-

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "METRICS",
     "AGGREGATIONS",
+    "METRICS",
+    "SUMMARY_KEYS",
     "Metric",
     "TraceValues",
-    "parse_metric_key",
-    "extract_values",
     "aggregate",
-    "percentile",
     "compute_metrics",
     "count_values",
-    "SUMMARY_KEYS",
+    "extract_values",
+    "parse_metric_key",
+    "percentile",
 ]
 
 LLM_SPAN_TYPES = frozenset({"CHAT_MODEL", "LLM"})
@@ -72,7 +72,9 @@ def parse_metric_key(key: str) -> tuple[str, str]:
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}")
     if aggregation not in AGGREGATIONS and not _PERCENTILE.match(aggregation):
-        raise ValueError(f"unknown aggregation '{aggregation}'; known: {', '.join(AGGREGATIONS)}, pNN (e.g. p95, p99.9)")
+        raise ValueError(
+            f"unknown aggregation '{aggregation}'; known: {', '.join(AGGREGATIONS)}, pNN (e.g. p95, p99.9)"
+        )
     if aggregation.startswith("p") and float(aggregation[1:]) > 100:
         raise ValueError(f"percentile '{aggregation}' is above 100")
     return metric, aggregation
@@ -94,7 +96,7 @@ def aggregate(values: Sequence[float], aggregation: str) -> float | None:
     if not values:
         return None
     if aggregation in ("mean", "rate"):
-        return statistics.fmean(values)
+        return float(statistics.fmean(values))
     if aggregation == "median":
         return float(statistics.median(values))
     if aggregation == "min":
@@ -120,7 +122,9 @@ def _price(span: Any, pricing: Mapping[str, Any]) -> float | None:
     price = pricing.get(str(model)) if model else None
     if price is None:
         return None
-    return (usage.get("input_tokens", 0) * price.input_per_mtok + usage.get("output_tokens", 0) * price.output_per_mtok) / 1e6
+    return float(
+        usage.get("input_tokens", 0) * price.input_per_mtok + usage.get("output_tokens", 0) * price.output_per_mtok
+    ) / 1e6
 
 
 def _cost(trace: Any, spans: Sequence[Any], pricing: Mapping[str, Any]) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from gate._dataset import Case
 from gate._errors import ConfigError
 
-__all__ = ["Call", "CallResult", "import_target", "plan_calls", "run_calls", "VARIANTS"]
+__all__ = ["VARIANTS", "Call", "CallResult", "import_target", "plan_calls", "run_calls"]
 
 Variant = Literal["baseline", "candidate"]
 VARIANTS: tuple[Variant, Variant] = ("baseline", "candidate")
@@ -54,7 +54,7 @@ def import_target(spec: str, where: str, search_path: Sequence[Path]) -> Callabl
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{where}: cannot import module '{module_name}': {exc}") from None
-    except Exception as exc:  # the user's module failed while importing: still their input
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: still their input
         raise ConfigError(f"{where}: importing '{module_name}' raised {type(exc).__name__}: {exc}") from None
     for part in attr_path.split("."):
         if not hasattr(obj, part):
@@ -67,7 +67,7 @@ def import_target(spec: str, where: str, search_path: Sequence[Path]) -> Callabl
 
 def plan_calls(cases: Sequence[Case], repeats: int) -> list[Call]:
     """Interleave the versions case by case, alternating which goes first, so drift hits both alike."""
-    calls = []
+    calls: list[Call] = []
     for repeat in range(repeats):
         for index, case in enumerate(cases):
             order = VARIANTS if (index + repeat) % 2 == 0 else VARIANTS[::-1]

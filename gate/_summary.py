@@ -21,17 +21,22 @@ def render_summary(verdict: Verdict) -> str:
     if verdict.variants:
         b, c = verdict.variants["baseline"], verdict.variants["candidate"]
         lines.append(
-            f"  baseline {b.label}: {b.calls} calls, {b.errors} errors · candidate {c.label}: {c.calls} calls, {c.errors} errors"
+            f"  baseline {b.label}: {b.calls} calls, {b.errors} errors"
+            f" · candidate {c.label}: {c.calls} calls, {c.errors} errors"
         )
     if verdict.checks:
         rows = [("status", "check", "baseline", "candidate", "delta", "bound")]
         for check in verdict.checks:
-            delta = "-" if check.delta is None else (f"{check.delta_pct:+.1f}%" if check.delta_pct is not None else f"{check.delta:+.4g}")
+            delta = (
+                "-"
+                if check.delta is None
+                else (f"{check.delta_pct:+.1f}%" if check.delta_pct is not None else f"{check.delta:+.4g}")
+            )
             bound = ", ".join(f"{k}={v:g}" for k, v in check.bound.items())
             rows.append((check.status.upper(), check.metric, _num(check.baseline), _num(check.candidate), delta, bound))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
-            lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         for check in verdict.checks:
             if check.status != "pass":
                 lines.append(f"  {check.status}: {check.message}")

@@ -22,13 +22,13 @@ from gate._metrics import extract_values
 from gate._runner import Call, CallResult
 
 __all__ = [
-    "prepare_environment",
-    "resolve_tracking_uri",
-    "redact_uri",
     "Store",
-    "open_store",
     "TraceRow",
     "match_traces",
+    "open_store",
+    "prepare_environment",
+    "redact_uri",
+    "resolve_tracking_uri",
 ]
 
 TAG_PREFIX = "gate."
@@ -83,10 +83,12 @@ class Store:
         try:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=self._artifact_location())
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=self._artifact_location()
+                )
             else:
                 self.experiment_id = found.experiment_id
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
             raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {exc}") from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
 
@@ -131,7 +133,7 @@ class Store:
                 filter_string=f"tags.`{TAG_PREFIX}session` = '{session}'",
                 return_type="list",
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
             raise RunError(f"cannot read traces back from {redact_uri(self.tracking_uri)}: {exc}") from None
         return list(traces)
 
@@ -156,7 +158,11 @@ def match_traces(
     by_key: dict[str, list[Any]] = {}
     for trace in traces:
         tags = trace.info.tags
-        key = _key(tags.get(f"{TAG_PREFIX}variant", "?"), tags.get(f"{TAG_PREFIX}case_id", "?"), int(tags.get(f"{TAG_PREFIX}repeat", -1)))
+        key = _key(
+            tags.get(f"{TAG_PREFIX}variant", "?"),
+            tags.get(f"{TAG_PREFIX}case_id", "?"),
+            int(tags.get(f"{TAG_PREFIX}repeat", -1)),
+        )
         by_key.setdefault(key, []).append(trace)
     rows: list[TraceRow] = []
     missing: list[str] = []
@@ -175,7 +181,9 @@ def match_traces(
             duplicated.append(key)
             continue
         trace = found[0]
-        rows.append(TraceRow(trace.info.trace_id, call.variant, call.case.id, call.repeat, extract_values(trace, pricing)))
+        rows.append(
+            TraceRow(trace.info.trace_id, call.variant, call.case.id, call.repeat, extract_values(trace, pricing))
+        )
     problems = []
     finished = sum(not r.timed_out for r in results)
     if missing:
@@ -192,4 +200,3 @@ def match_traces(
     if strays:
         problems.append(f"{len(strays)} traces in this session match no call (e.g. {', '.join(strays[:3])})")
     return rows, problems
-

@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Verdict", "VariantReport", "CheckReport", "verdict_schema", "write_verdict", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "CheckReport", "VariantReport", "Verdict", "verdict_schema", "write_verdict"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Out(BaseModel):

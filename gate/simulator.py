@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["SimulatorSettings", "Simulator", "running_simulator"]
+__all__ = ["Simulator", "SimulatorSettings", "running_simulator"]
 
 _WORDS = (
     "thanks for reaching out we can help you with that please check your order page "
@@ -107,9 +107,9 @@ class Simulator:
             topic = " ".join(user.split()[:6])
             content = f"About '{topic}': " + " ".join(words) + "."
         finish = "length" if completion_tokens >= max_tokens else "stop"
-        delay_ms = (self.settings.base_latency_ms + self.settings.ms_per_token * completion_tokens) * rng.lognormvariate(
-            0, self.settings.latency_sigma
-        )
+        delay_ms = (
+            self.settings.base_latency_ms + self.settings.ms_per_token * completion_tokens
+        ) * rng.lognormvariate(0, self.settings.latency_sigma)
         answer = {
             "id": f"chatcmpl-sim{rng.getrandbits(48):012x}",
             "object": "chat.completion",
@@ -160,13 +160,15 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
-                self._send(200, {"object": "list", "data": [{"id": sim.settings.model, "object": "model", "owned_by": "gate"}]})
+                self._send(
+                    200, {"object": "list", "data": [{"id": sim.settings.model, "object": "model", "owned_by": "gate"}]}
+                )
             else:
                 self._send(404, _error(f"no route {self.path}", "not_found"))
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             if not self.path.rstrip("/").endswith("/chat/completions"):

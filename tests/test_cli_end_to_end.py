@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import mlflow
 import pytest
-
 from conftest import Project
+
 from gate._verdict import verdict_schema
 
 
@@ -112,7 +112,9 @@ def test_broken_config_exits_2_with_a_verdict(project: Project) -> None:
 def test_every_call_failing_exits_3(project: Project) -> None:
     project.write_config()
     # No --simulate and an endpoint where nothing listens: every call fails to connect.
-    result = project.gate("run", env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-testsecret123456"})
+    result = project.gate(
+        "run", env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-testsecret123456"}
+    )
     assert result.code == 3, result.stderr
     verdict = result.verdict
     assert verdict["status"] == "error"
@@ -160,7 +162,7 @@ def test_dry_run_plans_without_calling(project: Project) -> None:
 def test_validate_and_schema_commands(project: Project, tmp_path: Path) -> None:
     project.write_config()
     ok = project.gate("validate")
-    assert ok.code == 0 and "is valid: 6 cases, 3 checks" in ok.stderr
+    assert ok.code == 0 and "is valid: 6 cases, 3 checks, both targets import" in ok.stderr
     project.write_config(baseline={"target": "gate_test_apps:no_such_function"})
     bad = project.gate("validate")
     assert bad.code == 2
