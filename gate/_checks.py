@@ -30,17 +30,20 @@ class CheckResult:
 
 
 def _fmt(value: float) -> str:
+    """A measured value: one decimal from 100 up, two below, three significant digits under 1."""
     if value == 0:
         return "0"
     if abs(value) >= 100:
         return f"{value:,.1f}"
-    if abs(value) >= 0.01:
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
+    if abs(value) >= 1:
+        text = f"{value:.2f}"
+        return text[:-1] if text.endswith("0") else text
     return f"{value:.3g}"
 
 
-def _pct(value: float) -> str:
-    return f"{value:+.1f}%"
+def _lim(value: float) -> str:
+    """A configured limit, as the user wrote it."""
+    return f"{value:g}"
 
 
 def _violations(bounds: Mapping[str, float], base: float, cand: float) -> list[str]:
@@ -49,13 +52,13 @@ def _violations(bounds: Mapping[str, float], base: float, cand: float) -> list[s
     out = []
     for name, limit in bounds.items():
         if name == "at_most" and cand > limit:
-            out.append(f"limit ≤ {_fmt(limit)}")
+            out.append(f"limit ≤ {_lim(limit)}")
         elif name == "at_least" and cand < limit:
-            out.append(f"limit ≥ {_fmt(limit)}")
+            out.append(f"limit ≥ {_lim(limit)}")
         elif name == "max_increase" and delta > limit:
-            out.append(f"limit +{_fmt(limit)}")
+            out.append(f"limit +{_lim(limit)}")
         elif name == "max_decrease" and -delta > limit:
-            out.append(f"limit -{_fmt(limit)}")
+            out.append(f"limit -{_lim(limit)}")
         elif name in ("max_increase_pct", "max_decrease_pct"):
             sign = 1 if name == "max_increase_pct" else -1
             change = sign * delta
@@ -64,7 +67,7 @@ def _violations(bounds: Mapping[str, float], base: float, cand: float) -> list[s
             else:
                 broken = change / abs(base) * 100 > limit
             if broken:
-                out.append(f"limit {'+' if sign > 0 else '-'}{_fmt(limit)}%")
+                out.append(f"limit {'+' if sign > 0 else '-'}{_lim(limit)}%")
     return out
 
 
@@ -77,7 +80,7 @@ def _limits(bounds: Mapping[str, float]) -> str:
         "max_increase_pct": "+{}%",
         "max_decrease_pct": "-{}%",
     }
-    return ", ".join(parts[name].format(_fmt(limit)) for name, limit in bounds.items())
+    return ", ".join(parts[name].format(_lim(limit)) for name, limit in bounds.items())
 
 
 def evaluate_check(check: CheckConfig, baseline: float | None, candidate: float | None) -> CheckResult:
