@@ -20,7 +20,8 @@ _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN compares false with everything: a NaN bound would be a check that can never fail.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class VariantConfig(_Strict):
@@ -32,7 +33,7 @@ class VariantConfig(_Strict):
     @field_validator("target")
     @classmethod
     def _module_colon_function(cls, value: str) -> str:
-        if not _TARGET.match(value):
+        if not _TARGET.fullmatch(value):
             raise ValueError(f"'{value}' is not 'module:function' (e.g. examples.support_agents:basic_agent)")
         return value
 
@@ -135,7 +136,34 @@ class GateConfig(_Strict):
         return cfg.label or variant
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects a repeated key instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, text: str) -> Any:
+    """Parse YAML with unique keys; a syntax error becomes one ``ConfigError`` line naming line and column."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -145,13 +173,18 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     """The valid keys of the object that holds the last element of ``loc``."""
     model: Any = GateConfig
+    skip_next = False
     for part in loc[:-1]:
         if isinstance(part, int):
+            continue
+        if skip_next:  # the key of a dict (a model name under `pricing`), not a field
+            skip_next = False
             continue
         field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
         if field is None:
             return []
         annotation = field.annotation
+        skip_next = getattr(annotation, "__origin__", None) is dict
         args = getattr(annotation, "__args__", ())
         candidates = [annotation, *args, *(a for arg in args for a in getattr(arg, "__args__", ()))]
         model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
@@ -160,11 +193,11 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _describe(error: Any) -> str:
+def describe_error(error: Any, fields: list[str] | None = None) -> str:
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        valid = _fields_at(loc)
+        valid = fields if fields is not None else _fields_at(loc)
         return f"unknown key; valid keys here: {', '.join(valid)}" if valid else "unknown key"
     if kind == "missing":
         return "required key is missing"
@@ -181,20 +214,15 @@ def load_config(path: str | Path) -> GateConfig:
         raise ConfigError(f"{path}: file not found; pass the config with -c/--config") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path, text)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (version, baseline, candidate, checks, ...)")
-    if raw.get("version") != 1:
+    if type(raw.get("version")) is not int or raw.get("version") != 1:
         raise ConfigError(f"{path}: version: expected 1 (this gate reads config version 1), got {raw.get('version')!r}")
     try:
         return GateConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{path}: {_format_loc(tuple(e['loc']))}: {_describe(e)}" for e in exc.errors()]
+        problems = [f"{path}: {format_loc(tuple(e['loc']))}: {describe_error(e)}" for e in exc.errors()]
         raise ConfigError(problems) from None
 
 

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from gate._config import CaseConfig, GateConfig
+from gate._config import CaseConfig, GateConfig, describe_error, format_loc, read_yaml
 from gate._errors import ConfigError
 
 __all__ = ["Case", "case_id_for", "load_cases"]
@@ -49,12 +48,11 @@ def _read_rows(path: Path) -> list[Any]:
                 except ValueError as exc:
                     raise ConfigError(f"{path}: line {number}: not valid JSON: {exc}") from None
         return rows
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, text)
     if isinstance(data, dict) and "cases" in data:
         data = data["cases"]
+    if data is None:
+        return []
     if not isinstance(data, list):
         raise ConfigError(
             f"{path}: expected a list of cases ({{id?, inputs, expectations?, tags?}}), got {type(data).__name__}"
@@ -65,11 +63,11 @@ def _read_rows(path: Path) -> list[Any]:
 def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
     """The config's cases, validated, with ids filled in and checked for uniqueness."""
     if config.cases is not None:
-        source, parsed = f"{config_path}: cases", list(config.cases)
+        source, prefix, parsed = f"{config_path}: cases", f"{config_path}: cases", list(config.cases)
     else:
         assert config.dataset is not None  # the config validator guarantees one of the two
         path = (config_path.parent / config.dataset).resolve()
-        source = str(path)
+        source, prefix = str(path), f"{path}: "
         parsed = []
         problems = []
         for index, row in enumerate(_read_rows(path)):
@@ -77,22 +75,22 @@ def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
                 parsed.append(CaseConfig.model_validate(row))
             except ValidationError as exc:
                 for e in exc.errors():
-                    where = ".".join(str(p) for p in e["loc"]) or "(case)"
-                    problems.append(f"{source}: [{index}].{where}: {str(e['msg']).removeprefix('Value error, ')}")
+                    where = format_loc((index, *e["loc"]))
+                    problems.append(f"{prefix}{where}: {describe_error(e, list(CaseConfig.model_fields))}")
         if problems:
             raise ConfigError(problems)
     if not parsed:
         raise ConfigError(f"{source}: the dataset has no cases")
     cases: list[Case] = []
-    seen: dict[str, int] = {}
+    first: dict[str, int] = {}
     problems = []
     for index, row in enumerate(parsed):
         case_id = row.id or case_id_for(row.inputs)
-        if case_id in seen:
+        if case_id in first:
             problems.append(
-                f"{source}: [{index}].id: duplicate case id '{case_id}' (also at [{seen[case_id]}]); ids must be unique"
+                f"{prefix}[{index}].id: duplicate case id '{case_id}' (first at [{first[case_id]}]); ids must be unique"
             )
-        seen[case_id] = index
+        first.setdefault(case_id, index)
         cases.append(
             Case(case_id, dict(row.inputs), dict(row.expectations) if row.expectations else None, tuple(row.tags))
         )

@@ -44,9 +44,9 @@ class Prepared:
     targets: dict[Variant, Callable[..., Any]]
 
 
-def prepare(options: RunOptions) -> Prepared:
+def prepare(options: RunOptions, config: GateConfig | None = None) -> Prepared:
     """Validate the config, load the cases and import both targets (raises ``ConfigError``)."""
-    config = load_config(options.config_path)
+    config = config or load_config(options.config_path)
     cases = load_cases(config, options.config_path)
     search_path = [options.config_path.resolve().parent, Path.cwd()]
     targets: dict[Variant, Callable[..., Any]] = {
@@ -102,7 +102,7 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
     config = load_config(options.config_path)
     prepare_environment()
     with _endpoint(config, options.simulate) as endpoint:
-        prepared = prepare(options)  # after the endpoint is set: a client made at import time sees it
+        prepared = prepare(options, config)  # after the endpoint is set: a client made at import time sees it
         from gate._traces import open_store
 
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
@@ -160,22 +160,7 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         experiment_id=store.experiment_id,
         session=session,
     )
-    error: str | None = None
-    if failed:
-        error = "every call of both versions failed, so there is nothing to compare; first errors: " + " | ".join(
-            _first_errors(results)
-        )
-    elif problems:
-        error = "traces do not match the calls made: " + "; ".join(problems)
-    elif missing := [c.metric for c in checks if c.status == "missing"]:
-        error = f"no data for {', '.join(missing)}; a check without data cannot pass"
-    status: Literal["pass", "fail", "error"]
-    if error:
-        status, exit_code, reason = "error", RunError.exit_code, "run"
-    elif any(c.status == "fail" for c in checks):
-        status, exit_code, reason = "fail", 1, None
-    else:
-        status, exit_code, reason = "pass", 0, None
+    status, exit_code, reason, error = decide(results, problems, checks)
     return Verdict(
         status=status,
         exit_code=exit_code,
@@ -194,6 +179,31 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
             "total_s": round(time.monotonic() - started, 3),
         },
     )
+
+
+def decide(
+    results: list[CallResult], problems: list[str], checks: list[CheckResult]
+) -> tuple[Literal["pass", "fail", "error"], int, str | None, str | None]:
+    """(status, exit code, reason, error) from the calls, the trace discrepancies and the checks.
+
+    Missing data outranks everything: a run with no usable data, missing traces, or a check without
+    values is an error (exit 3), never a pass and never a "regression".
+    """
+    if all(r.error for r in results):
+        first = " | ".join(_first_errors(results))
+        return (
+            "error",
+            RunError.exit_code,
+            "run",
+            f"every call of both versions failed, so there is nothing to compare; first errors: {first}",
+        )
+    if problems:
+        return "error", RunError.exit_code, "run", "traces do not match the calls made: " + "; ".join(problems)
+    if missing := [c.metric for c in checks if c.status == "missing"]:
+        return "error", RunError.exit_code, "run", f"no data for {', '.join(missing)}; a check without data cannot pass"
+    if any(c.status == "fail" for c in checks):
+        return "fail", 1, None, None
+    return "pass", 0, None, None
 
 
 def _check_report(check: CheckResult) -> CheckReport:

@@ -58,7 +58,7 @@ METRICS: dict[str, Metric] = {
 }
 
 AGGREGATIONS = ("mean", "median", "min", "max", "sum", "rate")
-_PERCENTILE = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
+_PERCENTILE = re.compile(r"p\d+(\.\d+)?")
 
 # Per-trace values of one trace: metric name -> value, or None where the trace has no such value.
 TraceValues = Mapping[str, float | None]
@@ -71,7 +71,7 @@ def parse_metric_key(key: str) -> tuple[str, str]:
         raise ValueError(f"'{key}' is not '<metric>/<aggregation>' (e.g. latency_ms/p95)")
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}")
-    if aggregation not in AGGREGATIONS and not _PERCENTILE.match(aggregation):
+    if aggregation not in AGGREGATIONS and not _PERCENTILE.fullmatch(aggregation):
         raise ValueError(
             f"unknown aggregation '{aggregation}'; known: {', '.join(AGGREGATIONS)}, pNN (e.g. p95, p99.9)"
         )
@@ -122,9 +122,12 @@ def _price(span: Any, pricing: Mapping[str, Any]) -> float | None:
     price = pricing.get(str(model)) if model else None
     if price is None:
         return None
-    return float(
-        usage.get("input_tokens", 0) * price.input_per_mtok + usage.get("output_tokens", 0) * price.output_per_mtok
-    ) / 1e6
+    return (
+        float(
+            usage.get("input_tokens", 0) * price.input_per_mtok + usage.get("output_tokens", 0) * price.output_per_mtok
+        )
+        / 1e6
+    )
 
 
 def _cost(trace: Any, spans: Sequence[Any], pricing: Mapping[str, Any]) -> float | None:

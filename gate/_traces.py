@@ -109,7 +109,7 @@ class Store:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        logged = [Metric(key.replace("/", "_"), float(v), now, 0) for key, v in metrics.items() if v is not None]
+        logged = [Metric(key, float(v), now, 0) for key, v in metrics.items() if v is not None]
         if logged:
             self.client.log_batch(run_id, metrics=logged)
         self.client.set_terminated(run_id, status=status)
