@@ -167,7 +167,10 @@ def test_case_missing_inputs_is_named_by_index(tmp_path: Path) -> None:
 def test_every_invalid_case_is_reported(tmp_path: Path) -> None:
     path = project(tmp_path, {"cases.yaml": "- {id: a}\n- {id: b, inputs: {q: 2}}\n- {id: c}\n"}, dataset="cases.yaml")
     source = (tmp_path / "cases.yaml").resolve()
-    assert problems(path) == [f"{source}: [0].inputs: required key is missing", f"{source}: [2].inputs: required key is missing"]
+    assert problems(path) == [
+        f"{source}: [0].inputs: required key is missing",
+        f"{source}: [2].inputs: required key is missing",
+    ]
 
 
 def test_inline_case_missing_inputs_is_reported_by_load_config(tmp_path: Path) -> None:
