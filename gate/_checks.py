@@ -1,17 +1,25 @@
-"""Compare the two versions' metrics and decide each check; pure functions over plain values."""
+"""Compare the two versions' metrics and decide each check; pure functions over plain values.
+
+Two rules live here. ``evaluate_check`` compares point estimates (used for counts over cases, where
+there is nothing to sample). ``decide_check`` is the gate's rule for per-trace metrics: it fails only
+when the paired bootstrap shows, at the configured confidence, that a bound is broken, passes only
+when it shows the bound holds, and is ``inconclusive`` in between (docs/design/statistics.md).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gate._config import CheckConfig
 from gate._metrics import METRICS, parse_metric_key
+from gate._stats import Estimate, PairedSample, bootstrap, mcnemar_exact
 
-__all__ = ["CheckResult", "evaluate_check", "evaluate_checks"]
+__all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
 
-CheckStatus = Literal["pass", "fail", "warn", "missing"]
+CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
+Decision = Literal["pass", "fail", "inconclusive"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,12 @@ class CheckResult:
     delta_pct: float | None
     bound: dict[str, float]
     message: str
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_of: Literal["candidate", "delta", "delta_pct"] | None = None
+    p_value: float | None = None
+    n_pairs: int | None = None
+    on_inconclusive: Literal["fail", "warn", "pass"] | None = None
 
 
 def _fmt(value: float) -> str:
@@ -83,11 +97,26 @@ def _limits(bounds: Mapping[str, float]) -> str:
     return ", ".join(parts[name].format(_lim(limit)) for name, limit in bounds.items())
 
 
+def _describe_change(check: CheckConfig, baseline: float | None, candidate: float) -> str:
+    """``latency_ms/p95 rose 18.3% (812.0 → 960.5 ms)``."""
+    metric, _ = parse_metric_key(check.metric)
+    unit = METRICS[metric].unit
+    suffix = f" {unit}" if unit else ""
+    if baseline is None:
+        return f"{check.metric} is {_fmt(candidate)}{suffix}"
+    delta = candidate - baseline
+    numbers = f"({_fmt(baseline)} → {_fmt(candidate)}{suffix})"
+    if delta == 0:
+        return f"{check.metric} unchanged {numbers}"
+    direction = "rose" if delta > 0 else "fell"
+    if baseline != 0:
+        return f"{check.metric} {direction} {abs(delta) / abs(baseline) * 100:.1f}% {numbers}"
+    return f"{check.metric} {direction} by {_fmt(abs(delta))} {numbers}"
+
+
 def evaluate_check(check: CheckConfig, baseline: float | None, candidate: float | None) -> CheckResult:
     """Decide one check from the two aggregated values."""
     bounds = check.bounds()
-    metric, _ = parse_metric_key(check.metric)
-    unit = METRICS[metric].unit
     if candidate is None or (baseline is None and any(not name.startswith("at_") for name in bounds)):
         missing = [v for v, value in (("baseline", baseline), ("candidate", candidate)) if value is None]
         return CheckResult(
@@ -105,26 +134,8 @@ def evaluate_check(check: CheckConfig, baseline: float | None, candidate: float 
     delta_pct = None if baseline in (None, 0) or delta is None else delta / abs(baseline) * 100
     broken = _violations(bounds, baseline if baseline is not None else candidate, candidate)
     status: CheckStatus = "pass" if not broken else ("fail" if check.severity == "error" else "warn")
-    numbers = (
-        f"({_fmt(baseline)} → {_fmt(candidate)}{' ' + unit if unit else ''})"
-        if baseline is not None
-        else f"({_fmt(candidate)}{' ' + unit if unit else ''})"
-    )
-    if delta is None:
-        movement = "is"
-    elif delta_pct is not None:
-        movement = (
-            f"{'rose' if delta > 0 else 'fell' if delta < 0 else 'held'} {abs(delta_pct):.1f}%"
-            if delta
-            else "unchanged"
-        )
-    else:
-        movement = (
-            f"{'rose' if delta > 0 else 'fell' if delta < 0 else 'unchanged'} by {_fmt(abs(delta))}"
-            if delta
-            else "unchanged"
-        )
     verdict = "; ".join(broken) if broken else f"within {_limits(bounds)}"
+    head = _describe_change(check, baseline, candidate)
     return CheckResult(
         check.metric,
         status,
@@ -134,7 +145,7 @@ def evaluate_check(check: CheckConfig, baseline: float | None, candidate: float 
         delta,
         delta_pct,
         bounds,
-        f"{check.metric} {movement} {numbers}, {verdict}",
+        f"{head}, {verdict}",
     )
 
 
@@ -145,3 +156,85 @@ def evaluate_checks(
 ) -> list[CheckResult]:
     """Decide every check from the per-variant metric values."""
     return [evaluate_check(check, baseline.get(check.metric), candidate.get(check.metric)) for check in checks]
+
+
+def _interval_for(name: str, est: Estimate) -> tuple[Literal["candidate", "delta", "delta_pct"], tuple[float, float]]:
+    if name in ("at_most", "at_least"):
+        return "candidate", est.candidate
+    if name in ("max_increase", "max_decrease") or est.delta_pct is None:
+        return "delta", est.delta
+    return "delta_pct", est.delta_pct
+
+
+def _bound_decision(name: str, limit: float, est: Estimate) -> Decision:
+    """Decide one bound from one-sided interval ends: fail or pass only when the data show it."""
+    if name in ("at_most", "at_least"):
+        lo, hi = est.candidate
+        if name == "at_least":  # at_least L is at_most -L on the negated value
+            lo, hi, limit = -hi, -lo, -limit
+    else:
+        of, (lo, hi) = _interval_for(name, est)
+        if of == "delta" and name.endswith("_pct"):
+            limit = 0.0  # a baseline of 0: only "no change in that direction" is meaningful
+        if name.startswith("max_decrease"):  # a decrease bound is an increase bound on the negated change
+            lo, hi = -hi, -lo
+    return "fail" if lo > limit else "pass" if hi <= limit else "inconclusive"
+
+
+def decide_check(
+    check: CheckConfig,
+    sample: PairedSample,
+    baseline: float | None,
+    candidate: float | None,
+    confidence: float,
+    on_inconclusive: Literal["fail", "warn", "pass"],
+    seed: int = 0,
+) -> CheckResult:
+    """Decide a check on a per-trace metric from the paired per-case values of both versions."""
+    point = evaluate_check(check, baseline, candidate)
+    policy = check.on_inconclusive or on_inconclusive
+    if point.status == "missing" or sample.n_pairs == 0:
+        return replace(point, status="missing", n_pairs=sample.n_pairs, on_inconclusive=policy)
+    metric, aggregation = parse_metric_key(check.metric)
+    est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
+    decisions = [_bound_decision(name, limit, est) for name, limit in point.bound.items()]
+    decision: Decision = (
+        "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"
+    )
+    first = next(iter(point.bound))
+    ci_of, (ci_low, ci_high) = _interval_for(first, est)
+    p_value = None
+    if METRICS[metric].binary:
+        pairs = [
+            (b, c)
+            for bs, cs in zip(sample.baseline, sample.candidate, strict=True)
+            for b, c in zip(bs, cs, strict=False)
+        ]  # by repeat; a timed-out repeat has no pair
+        p_value = mcnemar_exact([b for b, _ in pairs], [c for _, c in pairs])
+    status: CheckStatus
+    if decision == "pass":
+        status = "pass"
+    elif decision == "fail":
+        status = "fail" if check.severity == "error" else "warn"
+    else:
+        status = "inconclusive"
+    unit = "%" if ci_of == "delta_pct" else ""
+    sign = "+" if ci_of != "candidate" else ""
+    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {confidence:.0%}"
+    limits = _limits(point.bound)
+    tail = {
+        "pass": f"within {limits} ({interval})",
+        "fail": f"limit {limits} broken ({interval})",
+        "inconclusive": f"limit {limits}: inconclusive ({interval}, {sample.n_pairs} cases)",
+    }[decision]
+    return replace(
+        point,
+        status=status,
+        message=f"{_describe_change(check, baseline, point.candidate or 0.0)}, {tail}",
+        ci_low=ci_low,
+        ci_high=ci_high,
+        ci_of=ci_of,
+        p_value=p_value,
+        n_pairs=sample.n_pairs,
+        on_inconclusive=policy,
+    )

@@ -38,10 +38,16 @@ class VariantConfig(_Strict):
         return value
 
 
+OnInconclusive = Literal["fail", "warn", "pass"]
+
+
 class RunConfig(_Strict):
-    """How the versions are run."""
+    """How the versions are run, and how much more the gate may spend when a check is undecided."""
 
     repeats: int = Field(1, ge=1, le=1000)
+    max_repeats: int | None = Field(None, ge=1, le=1000, description="adaptive cap per case (default: repeats × 5)")
+    max_calls: int | None = Field(None, ge=1, description="cap on all calls of both versions")
+    max_cost_usd: float | None = Field(None, gt=0, description="cap on the app's spend, both versions")
     concurrency: int = Field(4, ge=1, le=256)
     timeout_s: float = Field(120.0, gt=0)
     autolog: bool = True  # turn on mlflow.openai.autolog so OpenAI calls become CHAT_MODEL spans with usage
@@ -58,6 +64,7 @@ class CheckConfig(_Strict):
     max_increase_pct: float | None = Field(None, ge=0)
     max_decrease_pct: float | None = Field(None, ge=0)
     severity: Literal["error", "warn"] = "error"
+    on_inconclusive: OnInconclusive | None = None  # default: the config's top-level on_inconclusive
 
     @field_validator("metric")
     @classmethod
@@ -72,6 +79,8 @@ class CheckConfig(_Strict):
         if self.at_most is not None and self.at_least is not None and self.at_least > self.at_most:
             raise ValueError(f"at_least ({self.at_least}) is above at_most ({self.at_most}); no value can pass")
         metric, aggregation = parse_metric_key(self.metric)
+        if METRICS[metric].per_case and not {"at_most", "at_least"} >= set(self.bounds()):
+            raise ValueError(f"'{metric}' counts cases of this run; only at_most / at_least apply")
         if aggregation == "rate" and not METRICS[metric].binary:
             raise ValueError(f"'rate' is the share of 1s in a 0/1 metric; '{metric}' is not 0/1, use mean or pNN")
         if METRICS[metric].binary and aggregation not in ("rate", "mean", "sum", "min", "max"):
@@ -90,6 +99,7 @@ class CaseConfig(_Strict):
     inputs: dict[str, Any]
     expectations: dict[str, Any] | None = None
     tags: list[str] = []
+    golden: bool = False  # any regression of this case fails the gate
 
 
 class PriceConfig(_Strict):
@@ -121,6 +131,8 @@ class GateConfig(_Strict):
     candidate: VariantConfig
     run: RunConfig = RunConfig()
     checks: list[CheckConfig] = Field(min_length=1)
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of every decision")
+    on_inconclusive: OnInconclusive = "warn"
     pricing: dict[str, PriceConfig] = {}
     simulator: SimulatorConfig = SimulatorConfig()
 
@@ -129,6 +141,10 @@ class GateConfig(_Strict):
         if (self.dataset is None) == (self.cases is None):
             raise ValueError("give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)")
         return self
+
+    def max_repeats(self) -> int:
+        """The adaptive cap on repeats per case."""
+        return self.run.max_repeats or max(self.run.repeats, min(self.run.repeats * 5, 10))
 
     def label(self, variant: str) -> str:
         """The display label of ``baseline`` or ``candidate``."""

@@ -39,6 +39,7 @@ class Metric:
     unit: str
     binary: bool = False
     description: str = ""
+    per_case: bool = False  # computed over the cases of a run, not read from each trace
 
 
 METRICS: dict[str, Metric] = {
@@ -54,10 +55,12 @@ METRICS: dict[str, Metric] = {
         Metric("llm_calls", "calls", description="CHAT_MODEL and LLM spans"),
         Metric("tool_calls", "calls", description="TOOL spans"),
         Metric("span_count", "spans", description="all spans"),
+        Metric("cases_regressed", "cases", per_case=True, description="cases the candidate made worse"),
     )
 }
 
 AGGREGATIONS = ("mean", "median", "min", "max", "sum", "rate")
+CASE_AGGREGATIONS = ("count", "share")
 _PERCENTILE = re.compile(r"p\d+(\.\d+)?")
 
 # Per-trace values of one trace: metric name -> value, or None where the trace has no such value.
@@ -71,6 +74,12 @@ def parse_metric_key(key: str) -> tuple[str, str]:
         raise ValueError(f"'{key}' is not '<metric>/<aggregation>' (e.g. latency_ms/p95)")
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}")
+    if METRICS[metric].per_case:
+        if aggregation not in CASE_AGGREGATIONS:
+            raise ValueError(
+                f"unknown aggregation '{aggregation}' for '{metric}'; known: {', '.join(CASE_AGGREGATIONS)}"
+            )
+        return metric, aggregation
     if aggregation not in AGGREGATIONS and not _PERCENTILE.fullmatch(aggregation):
         raise ValueError(
             f"unknown aggregation '{aggregation}'; known: {', '.join(AGGREGATIONS)}, pNN (e.g. p95, p99.9)"

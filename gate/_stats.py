@@ -1,0 +1,129 @@
+"""Paired statistics over cases: a seeded case bootstrap for any aggregation, and an exact McNemar test.
+
+Cases are the unit of resampling: each bootstrap replicate draws cases with replacement and keeps
+every repeat of both versions of each drawn case together, so per-case difficulty (shared by the two
+versions) cancels out of the delta, and the interval reflects how much the answer depends on which
+cases happened to be in the dataset. A replicate is one row of case weights, so every aggregation,
+percentiles included, is computed for all replicates at once from one sort (docs/design/statistics.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["DEFAULT_RESAMPLES", "Estimate", "PairedSample", "bootstrap", "mcnemar_exact"]
+
+DEFAULT_RESAMPLES = 2000
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PairedSample:
+    """Per-case values of one metric: ``baseline[i]`` and ``candidate[i]`` belong to the same case."""
+
+    baseline: Sequence[Sequence[float]]
+    candidate: Sequence[Sequence[float]]
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.baseline)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bootstrap intervals (one-sided at ``confidence`` each way) of the candidate value and of the change."""
+
+    candidate: tuple[float, float]
+    delta: tuple[float, float]
+    delta_pct: tuple[float, float] | None  # None when the baseline is 0 in some replicate
+
+
+def _weighted_aggregate(values: Floats, case_of: NDArray[np.intp], weights: Floats, aggregation: str) -> Floats:
+    """Aggregate ``values`` (one per call, ``case_of`` its case) under each row of case ``weights``."""
+    w = weights[:, case_of]  # (replicates, calls)
+    if aggregation in ("mean", "rate"):
+        means: Floats = (w @ values) / w.sum(axis=1)
+        return means
+    if aggregation == "sum":
+        sums: Floats = w @ values
+        return sums
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    cumulative = np.cumsum(w[:, order], axis=1)
+    total = cumulative[:, -1:]
+    if aggregation == "min":
+        q = 0.0
+    elif aggregation == "max":
+        q = 1.0
+    elif aggregation == "median":
+        q = 0.5
+    else:
+        q = float(aggregation[1:]) / 100
+    # Linear interpolation between weighted ranks, matching the unweighted definition at unit weights.
+    position = q * (total - 1)  # 0-based rank of the quantile in the weighted sample
+    low = np.floor(position)
+    frac = position - low
+    low_index = (cumulative <= low).sum(axis=1)
+    high_index = (cumulative <= low + 1).sum(axis=1)
+    last = len(ordered) - 1
+    low_value = ordered[np.minimum(low_index, last)]
+    high_value = ordered[np.minimum(high_index, last)]
+    quantiles: Floats = low_value + (high_value - low_value) * frac[:, 0]
+    return quantiles
+
+
+def _flatten(groups: Sequence[Sequence[float]]) -> tuple[Floats, NDArray[np.intp]]:
+    values = np.fromiter((v for g in groups for v in g), dtype=np.float64)
+    case_of = np.fromiter((i for i, g in enumerate(groups) for _ in g), dtype=np.intp)
+    return values, case_of
+
+
+def bootstrap(
+    sample: PairedSample,
+    aggregation: str,
+    confidence: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Estimate:
+    """Intervals for the candidate's aggregate and its change from baseline, by a paired case bootstrap.
+
+    Each bound of an interval is one-sided at ``confidence``: the true value lies above ``low`` with
+    that confidence, and below ``high`` with that confidence.
+    """
+    n = sample.n_pairs
+    if n == 0:
+        raise ValueError("no paired cases")
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
+    base_values, base_case = _flatten(sample.baseline)
+    cand_values, cand_case = _flatten(sample.candidate)
+    base = _weighted_aggregate(base_values, base_case, weights, aggregation)
+    cand = _weighted_aggregate(cand_values, cand_case, weights, aggregation)
+    alpha = 1 - confidence
+    delta = cand - base
+
+    def interval(x: Floats) -> tuple[float, float]:
+        lo, hi = np.quantile(x, [alpha, 1 - alpha])
+        return float(lo), float(hi)
+
+    pct = None
+    if np.all(base != 0):
+        pct = interval(delta / np.abs(base) * 100)
+    return Estimate(candidate=interval(cand), delta=interval(delta), delta_pct=pct)
+
+
+def mcnemar_exact(baseline: Sequence[float], candidate: Sequence[float]) -> float:
+    """Two-sided exact McNemar p-value for paired 0/1 outcomes (a binomial test on the discordant pairs)."""
+    worse = sum(1 for b, c in zip(baseline, candidate, strict=True) if b == 0 and c == 1)
+    better = sum(1 for b, c in zip(baseline, candidate, strict=True) if b == 1 and c == 0)
+    discordant = worse + better
+    if discordant == 0:
+        return 1.0
+    k = min(worse, better)
+    tail = sum(math.comb(discordant, i) for i in range(k + 1)) / 2**discordant
+    return float(min(1.0, 2 * tail))
