@@ -14,7 +14,7 @@ from typing import Literal
 
 from gate._config import CheckConfig
 from gate._metrics import METRICS, parse_metric_key
-from gate._stats import Estimate, PairedSample, bootstrap, mcnemar_exact
+from gate._stats import Estimate, PairedSample, bootstrap, clopper_pearson, mcnemar_exact
 
 __all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
 
@@ -197,6 +197,16 @@ def decide_check(
         return replace(point, status="missing", n_pairs=sample.n_pairs, on_inconclusive=policy)
     metric, aggregation = parse_metric_key(check.metric)
     est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
+    if METRICS[metric].binary and aggregation in ("rate", "mean"):
+        # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
+        # vanishes from a third of resamples; the exact binomial interval does neither.
+        outcomes = [v for values in sample.candidate for v in values]
+        low, high = clopper_pearson(int(sum(outcomes)), len(outcomes), confidence)
+        if not any(outcomes):
+            high = 0.0 if point.bound.get("at_most") == 0 else high  # "at most 0" asks that none be seen
+        if all(outcomes):
+            low = 1.0 if point.bound.get("at_least") == 1 else low
+        est = replace(est, candidate=(low, high))
     decisions = [_bound_decision(name, limit, est) for name, limit in point.bound.items()]
     decision: Decision = (
         "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"

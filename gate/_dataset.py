@@ -24,6 +24,7 @@ class Case:
     inputs: dict[str, Any]
     expectations: dict[str, Any] | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    golden: bool = False
 
 
 def case_id_for(inputs: dict[str, Any]) -> str:
@@ -92,7 +93,13 @@ def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
             )
         first.setdefault(case_id, index)
         cases.append(
-            Case(case_id, dict(row.inputs), dict(row.expectations) if row.expectations else None, tuple(row.tags))
+            Case(
+                case_id,
+                dict(row.inputs),
+                dict(row.expectations) if row.expectations else None,
+                tuple(row.tags),
+                row.golden,
+            )
         )
     if problems:
         raise ConfigError(problems)

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from gate import __version__
-from gate._checks import CheckResult, evaluate_checks
+from gate._checks import CheckResult
 from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config
 from gate._dataset import Case, load_cases
 from gate._errors import RunError
-from gate._metrics import SUMMARY_KEYS, compute_metrics
+from gate._evaluate import Evaluation, evaluate, undecided
 from gate._runner import VARIANTS, Call, CallResult, Variant, import_target, plan_calls, run_calls
 from gate._secrets import redact
-from gate._traces import TAG_PREFIX, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
-from gate._verdict import CheckReport, MlflowReport, VariantReport, Verdict
+from gate._traces import TAG_PREFIX, TraceRow, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
+from gate._verdict import CheckReport, MlflowReport, RegressionReport, SpendReport, VariantReport, Verdict
 
 __all__ = ["Prepared", "RunOptions", "plan_gate", "prepare", "run_gate"]
 
@@ -89,10 +91,86 @@ def _first_errors(results: list[CallResult], limit: int = 3) -> list[str]:
     return seen
 
 
-def _metric_keys(config: GateConfig) -> list[str]:
-    keys = list(SUMMARY_KEYS)
-    keys += [c.metric for c in config.checks if c.metric not in keys]
-    return keys
+def _fingerprint(config: GateConfig, cases: list[Case]) -> dict[str, str]:
+    """Hashes of what must match for two sets of traces to be comparable."""
+
+    def digest(value: Any) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    dataset = digest([[c.id, c.inputs, c.expectations] for c in cases])
+    run = digest(config.run.model_dump(include={"timeout_s", "autolog"}))
+    return {
+        "dataset": dataset,
+        "run": run,
+        "baseline": digest([config.baseline.target, dataset, run]),
+        "candidate": digest([config.candidate.target, dataset, run]),
+    }
+
+
+@dataclass
+class _Session:
+    """The calls and rows of one gate invocation so far, and how to add a round of repeats."""
+
+    config: GateConfig
+    prepared: Prepared
+    store: Any
+    session: str
+    run_ids: dict[Variant, str]
+    progress: Callable[[CallResult], None] | None
+    results: list[CallResult] = field(default_factory=list)
+    rows: list[TraceRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    rounds: int = 0
+    repeats: int = 0
+
+    def context_for(self, call: Call) -> Any:
+        tags = {
+            f"{TAG_PREFIX}session": self.session,
+            f"{TAG_PREFIX}variant": call.variant,
+            f"{TAG_PREFIX}label": self.config.label(call.variant),
+            f"{TAG_PREFIX}case_id": call.case.id,
+            f"{TAG_PREFIX}repeat": str(call.repeat),
+        }
+        return self.store.tracing_context(tags, self.run_ids[call.variant])
+
+    def run_round(self, repeats: range) -> None:
+        """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""
+        calls = plan_calls(self.prepared.cases, repeats)
+        cfg = self.config.run
+        results = run_calls(
+            calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, self.progress
+        )
+        traces = self.store.fetch_traces(self.session, repeats)
+        rows, problems = match_traces(traces, results, self.config.pricing)
+        self.results += results
+        self.rows += rows
+        self.problems += problems
+        self.rounds += 1
+        self.repeats = repeats.stop
+
+    def cost(self) -> float | None:
+        """The app's spend so far, or None when some trace's cost is unknown."""
+        costs = [r.values.get("cost_usd") for r in self.rows if r.trace_id]
+        return None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+
+    def why_stop(self, evaluation: Evaluation) -> str | None:
+        """None while adaptive repeats may go on; else the reason they stop."""
+        if self.problems or all(r.error for r in self.results):
+            return "run error"
+        if not undecided(evaluation):
+            return "all checks decided"
+        if self.repeats >= self.config.max_repeats():
+            return f"run.max_repeats ({self.config.max_repeats()}) reached"
+        next_calls = len(self.prepared.cases) * len(VARIANTS)
+        if self.config.run.max_calls is not None and len(self.results) + next_calls > self.config.run.max_calls:
+            return f"run.max_calls ({self.config.run.max_calls}) reached"
+        if self.config.run.max_cost_usd is not None:
+            spent = self.cost()
+            if spent is None:
+                return "run.max_cost_usd is set but the cost is unknown (add the model to `pricing`)"
+            if spent + spent / max(self.rounds, 1) > self.config.run.max_cost_usd:
+                return f"run.max_cost_usd ({self.config.run.max_cost_usd:g}) reached"
+        return None
 
 
 def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None = None) -> Verdict:
@@ -109,39 +187,26 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         store = open_store(tracking_uri, config.experiment)
         if config.run.autolog:
             _enable_openai_autolog()
-        session = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        run_ids = {
+        session_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        run_ids: dict[Variant, str] = {
             v: store.start_run(
-                f"gate-{session}-{v}",
-                {f"{TAG_PREFIX}session": session, f"{TAG_PREFIX}variant": v, f"{TAG_PREFIX}label": config.label(v)},
+                f"gate-{session_id}-{v}",
+                {f"{TAG_PREFIX}session": session_id, f"{TAG_PREFIX}variant": v, f"{TAG_PREFIX}label": config.label(v)},
             )
             for v in VARIANTS
         }
-
-        def context_for(call: Call) -> Any:
-            tags = {
-                f"{TAG_PREFIX}session": session,
-                f"{TAG_PREFIX}variant": call.variant,
-                f"{TAG_PREFIX}label": config.label(call.variant),
-                f"{TAG_PREFIX}case_id": call.case.id,
-                f"{TAG_PREFIX}repeat": str(call.repeat),
-            }
-            return store.tracing_context(tags, run_ids[call.variant])
-
-        calls = plan_calls(prepared.cases, config.run.repeats)
-        calls_started = time.monotonic()
-        results = run_calls(
-            calls, prepared.targets, context_for, config.run.concurrency, config.run.timeout_s, progress
-        )
-        calls_s = time.monotonic() - calls_started
-    traces = store.fetch_traces(session)
-    rows, problems = match_traces(traces, results, config.pricing)
-    keys = _metric_keys(config)
-    metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
+        session = _Session(config, prepared, store, session_id, run_ids, progress)
+        golden = frozenset(c.id for c in prepared.cases if c.golden)
+        session.run_round(range(config.run.repeats))
+        evaluation = evaluate(config, session.rows, golden)
+        # Adaptive repeats: one more repeat of every case per round while a check is undecided and the caps allow.
+        while (stopped_because := session.why_stop(evaluation)) is None:
+            session.run_round(range(session.repeats, session.repeats + 1))
+            evaluation = evaluate(config, session.rows, golden)
+    results, rows, problems = session.results, session.rows, session.problems
     failed = all(r.error for r in results)
     for v in VARIANTS:
-        store.finish_run(run_ids[v], metrics[v], "FAILED" if failed or problems else "FINISHED")
-
+        store.finish_run(run_ids[v], evaluation.metrics[v], "FAILED" if failed or problems else "FINISHED")
     variants = {
         v: VariantReport(
             label=config.label(v),
@@ -153,14 +218,7 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         )
         for v in VARIANTS
     }
-    checks = evaluate_checks(config.checks, metrics["baseline"], metrics["candidate"])
-    mlflow_report = MlflowReport(
-        tracking_uri=redact_uri(tracking_uri),
-        experiment=config.experiment,
-        experiment_id=store.experiment_id,
-        session=session,
-    )
-    status, exit_code, reason, error = decide(results, problems, checks)
+    status, exit_code, reason, error = decide(results, problems, evaluation)
     return Verdict(
         status=status,
         exit_code=exit_code,
@@ -170,38 +228,61 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         config=str(options.config_path),
         endpoint=endpoint,
         variants=variants,
-        metrics=metrics,
-        checks=[_check_report(c) for c in checks],
-        mlflow=mlflow_report,
-        timing={
-            "started_at": started_at,
-            "calls_s": round(calls_s, 3),
-            "total_s": round(time.monotonic() - started, 3),
+        metrics=evaluation.metrics,
+        checks=[_check_report(c) for c in evaluation.checks],
+        confidence=config.confidence,
+        regressions=[
+            RegressionReport(
+                **{
+                    **vars(r),
+                    "baseline_trace_ids": list(r.baseline_trace_ids),
+                    "candidate_trace_ids": list(r.candidate_trace_ids),
+                }
+            )
+            for r in evaluation.regressions[:20]
+        ],
+        unpaired_cases={
+            "baseline_only": list(evaluation.unpaired.baseline_only),
+            "candidate_only": list(evaluation.unpaired.candidate_only),
         },
+        spend=SpendReport(
+            calls=len(results),
+            rounds=session.rounds,
+            repeats_per_case=session.repeats,
+            cost_usd=session.cost(),
+            stopped_because=stopped_because,
+        ),
+        fingerprint=_fingerprint(config, prepared.cases),
+        mlflow=MlflowReport(
+            tracking_uri=redact_uri(tracking_uri),
+            experiment=config.experiment,
+            experiment_id=store.experiment_id,
+            session=session_id,
+        ),
+        timing={"started_at": started_at, "total_s": round(time.monotonic() - started, 3)},
     )
 
 
 def decide(
-    results: list[CallResult], problems: list[str], checks: list[CheckResult]
+    results: list[CallResult], problems: list[str], evaluation: Evaluation
 ) -> tuple[Literal["pass", "fail", "error"], int, str | None, str | None]:
     """(status, exit code, reason, error) from the calls, the trace discrepancies and the checks.
 
     Missing data outranks everything: a run with no usable data, missing traces, or a check without
-    values is an error (exit 3), never a pass and never a "regression".
+    values is an error (exit 3), never a pass and never a "regression". An inconclusive check counts
+    as its ``on_inconclusive`` says; a regression of a golden case fails the gate.
     """
+    checks = evaluation.checks
     if all(r.error for r in results):
         first = " | ".join(_first_errors(results))
-        return (
-            "error",
-            RunError.exit_code,
-            "run",
-            f"every call of both versions failed, so there is nothing to compare; first errors: {first}",
-        )
+        error = f"every call of both versions failed, so there is nothing to compare; first errors: {first}"
+        return "error", RunError.exit_code, "run", error
     if problems:
         return "error", RunError.exit_code, "run", "traces do not match the calls made: " + "; ".join(problems)
     if missing := [c.metric for c in checks if c.status == "missing"]:
         return "error", RunError.exit_code, "run", f"no data for {', '.join(missing)}; a check without data cannot pass"
-    if any(c.status == "fail" for c in checks):
+    failing = [c for c in checks if c.status == "fail" or (c.status == "inconclusive" and c.on_inconclusive == "fail")]
+    if failing or any(r.golden for r in evaluation.regressions):
         return "fail", 1, None, None
     return "pass", 0, None, None
 

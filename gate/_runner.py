@@ -65,10 +65,10 @@ def import_target(spec: str, where: str, search_path: Sequence[Path]) -> Callabl
     return obj  # type: ignore[no-any-return]
 
 
-def plan_calls(cases: Sequence[Case], repeats: int) -> list[Call]:
+def plan_calls(cases: Sequence[Case], repeats: int | range) -> list[Call]:
     """Interleave the versions case by case, alternating which goes first, so drift hits both alike."""
     calls: list[Call] = []
-    for repeat in range(repeats):
+    for repeat in range(repeats) if isinstance(repeats, int) else repeats:
         for index, case in enumerate(cases):
             order = VARIANTS if (index + repeat) % 2 == 0 else VARIANTS[::-1]
             calls.extend(Call(variant, case, repeat) for variant in order)

@@ -10,13 +10,13 @@ percentiles included, is computed for all replicates at once from one sort (docs
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DEFAULT_RESAMPLES", "Estimate", "PairedSample", "bootstrap", "mcnemar_exact"]
+__all__ = ["DEFAULT_RESAMPLES", "Estimate", "PairedSample", "bootstrap", "clopper_pearson", "mcnemar_exact"]
 
 DEFAULT_RESAMPLES = 2000
 Floats = NDArray[np.float64]
@@ -127,3 +127,41 @@ def mcnemar_exact(baseline: Sequence[float], candidate: Sequence[float]) -> floa
     k = min(worse, better)
     tail = sum(math.comb(discordant, i) for i in range(k + 1)) / 2**discordant
     return float(min(1.0, 2 * tail))
+
+
+def _binom_tail_ge(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space so large n stays finite."""
+    if k <= 0:
+        return 1.0
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    return math.fsum(
+        math.exp(base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
+        for i in range(k, n + 1)
+    )
+
+
+def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Exact one-sided bounds at ``confidence`` each for a binomial rate with ``k`` successes in ``n``."""
+    if n <= 0:
+        raise ValueError("no trials")
+    alpha = 1 - confidence
+
+    def solve(f: Callable[[float], float]) -> float:
+        lo, hi = 0.0, 1.0
+        for _ in range(60):  # bisection to ~1e-18
+            mid = (lo + hi) / 2
+            if f(mid) < 0:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    # lower: the p at which seeing k or more has probability alpha; upper: seeing k or fewer has alpha.
+    lower = 0.0 if k == 0 else solve(lambda p: _binom_tail_ge(k, n, p) - alpha)
+    upper = 1.0 if k == n else solve(lambda p: alpha - (1 - _binom_tail_ge(k + 1, n, p)))
+    return lower, upper

@@ -121,8 +121,8 @@ class Store:
 
         return mlflow.tracing.context(tags=dict(tags), metadata={"mlflow.sourceRun": run_id})
 
-    def fetch_traces(self, session: str) -> list[Any]:
-        """Every trace of this gate session, with spans, after flushing any pending export."""
+    def fetch_traces(self, session: str, repeats: range | None = None) -> list[Any]:
+        """The traces of this gate session (of one repeat, when ``repeats`` is a single one), with spans."""
         import mlflow
 
         if os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "").lower() in ("true", "1"):
@@ -130,7 +130,12 @@ class Store:
         try:
             traces = mlflow.search_traces(
                 locations=[self.experiment_id],
-                filter_string=f"tags.`{TAG_PREFIX}session` = '{session}'",
+                filter_string=f"tags.`{TAG_PREFIX}session` = '{session}'"
+                + (
+                    f" AND tags.`{TAG_PREFIX}repeat` = '{repeats.start}'"
+                    if repeats is not None and len(repeats) == 1
+                    else ""
+                ),
                 return_type="list",
             )
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line

@@ -34,7 +34,7 @@ class CheckReport(_Out):
     """One check, decided."""
 
     metric: str
-    status: Literal["pass", "fail", "warn", "missing"]
+    status: Literal["pass", "fail", "warn", "inconclusive", "missing"]
     severity: Literal["error", "warn"]
     baseline: float | None
     candidate: float | None
@@ -42,6 +42,33 @@ class CheckReport(_Out):
     delta_pct: float | None
     bound: dict[str, float]
     message: str
+    ci_low: float | None = Field(None, description="one-sided lower bound at `confidence` of `ci_of`")
+    ci_high: float | None = Field(None, description="one-sided upper bound at `confidence` of `ci_of`")
+    ci_of: Literal["candidate", "delta", "delta_pct"] | None = None
+    p_value: float | None = Field(None, description="exact McNemar test, for 0/1 metrics")
+    n_pairs: int | None = Field(None, description="cases with values for both versions")
+    on_inconclusive: Literal["fail", "warn", "pass"] | None = None
+
+
+class RegressionReport(_Out):
+    """A case the candidate made worse, with the traces to open."""
+
+    case_id: str
+    rule: str
+    detail: str
+    golden: bool
+    baseline_trace_ids: list[str]
+    candidate_trace_ids: list[str]
+
+
+class SpendReport(_Out):
+    """What the run spent, including adaptive repeats."""
+
+    calls: int
+    rounds: int
+    repeats_per_case: int
+    cost_usd: float | None = Field(None, description="the app's spend on both versions, where it is known")
+    stopped_because: str = Field(description="all checks decided, or the cap that stopped adaptive repeats")
 
 
 class MlflowReport(_Out):
@@ -68,6 +95,11 @@ class Verdict(_Out):
     variants: dict[Literal["baseline", "candidate"], VariantReport] | None = None
     metrics: dict[Literal["baseline", "candidate"], dict[str, float | None]] | None = None
     checks: list[CheckReport] = []
+    confidence: float | None = None
+    regressions: list[RegressionReport] = Field([], description="worst first; golden cases lead")
+    unpaired_cases: dict[Literal["baseline_only", "candidate_only"], list[str]] = {}
+    spend: SpendReport | None = None
+    fingerprint: dict[str, str] = Field({}, description="hashes of what must match for a fair comparison")
     mlflow: MlflowReport | None = None
     timing: dict[str, Any] = {}
 

@@ -83,6 +83,12 @@ class Simulator:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return 400, _error("'messages' must be a non-empty list", "invalid_request_error"), 0.0
+        if not all(isinstance(m, dict) for m in messages):
+            return (
+                400,
+                _error("each of 'messages' must be an object with 'role' and 'content'", "invalid_request_error"),
+                0.0,
+            )
         if body.get("stream"):
             return 400, _error("the simulator does not stream; call without stream=True", "invalid_request_error"), 0.0
         if rng.random() < self.settings.error_rate:
@@ -98,7 +104,8 @@ class Simulator:
 
         if body.get("response_format"):
             content = self._judge_answer(user, rng)
-            completion_tokens = _count_tokens(content)
+            completion_tokens = min(_count_tokens(content), max_tokens)
+            content = content if completion_tokens < max_tokens else content[: 4 * max_tokens]
         else:
             # Longer, warmer system prompts and higher temperatures give longer answers.
             wanted = 30 * (1 + min(len(system), 2000) / 500) * (1 + temperature) * rng.lognormvariate(0, 0.2)
@@ -146,6 +153,9 @@ def _error(message: str, code: str) -> dict[str, Any]:
 def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm and the client's delayed ACK
+        # that adds ~40 ms to every loopback request, more than the simulated model latency itself.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass  # request logs would drown the gate's own output

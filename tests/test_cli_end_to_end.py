@@ -25,14 +25,16 @@ def test_identical_versions_pass(project: Project) -> None:
     assert verdict["status"] == "pass"
     assert verdict["endpoint"] == "simulated"
     assert {c["status"] for c in verdict["checks"]} == {"pass"}
-    assert verdict["variants"]["baseline"]["traces"] == verdict["variants"]["baseline"]["calls"] == 6
-    assert verdict["variants"]["candidate"]["traces"] == 6
+    calls = verdict["spend"]["repeats_per_case"] * 6  # adaptive repeats may add rounds until decided
+    assert verdict["variants"]["baseline"]["traces"] == verdict["variants"]["baseline"]["calls"] == calls
+    assert verdict["variants"]["candidate"]["traces"] == calls
+    assert verdict["spend"]["calls"] == 2 * calls
     jsonschema.validate(verdict, verdict_schema())
     assert "gate: PASS (exit 0)" in result.stderr
 
 
 def test_traces_are_tagged_and_linked_to_their_run(project: Project) -> None:
-    project.write_config(run={"repeats": 2, "concurrency": 3, "timeout_s": 30})
+    project.write_config(run={"repeats": 2, "max_repeats": 2, "concurrency": 3, "timeout_s": 30})
     result = project.gate("run", "--simulate")
     assert result.code == 0, result.stderr
     verdict = result.verdict

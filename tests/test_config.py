@@ -24,10 +24,14 @@ MINIMAL: dict[str, Any] = {
 
 DROP = object()  # a value for config_with(): remove the key
 
-CHECK_KEYS = "metric, at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct, severity"
+CHECK_KEYS = (
+    "metric, at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct,"
+    " severity, on_inconclusive"
+)
 BOUND_KEYS = "at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct"
 TOP_LEVEL_KEYS = (
-    "version, experiment, tracking_uri, dataset, cases, baseline, candidate, run, checks, pricing, simulator"
+    "version, experiment, tracking_uri, dataset, cases, baseline, candidate, run, checks, confidence, on_inconclusive,"
+    " pricing, simulator"
 )
 
 
@@ -188,13 +192,16 @@ def test_misspelled_bound_in_second_check_names_its_path_and_lists_valid_keys(tm
 def test_misspelled_run_key_lists_run_keys(tmp_path: Path) -> None:
     path = config_with(tmp_path, run={"repeat": 3})
     assert problems(path) == [
-        f"{path}: run.repeat: unknown key; valid keys here: repeats, concurrency, timeout_s, autolog"
+        f"{path}: run.repeat: unknown key; valid keys here: "
+        "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog"
     ]
 
 
 def test_misspelled_inline_case_key_lists_case_keys(tmp_path: Path) -> None:
     path = config_with(tmp_path, cases=[{"input": {"q": 1}, "inputs": {"q": 1}}])
-    assert problems(path) == [f"{path}: cases[0].input: unknown key; valid keys here: id, inputs, expectations, tags"]
+    assert problems(path) == [
+        f"{path}: cases[0].input: unknown key; valid keys here: id, inputs, expectations, tags, golden"
+    ]
 
 
 def test_misspelled_price_key_lists_price_keys(tmp_path: Path) -> None:

@@ -183,7 +183,8 @@ def test_inline_case_missing_inputs_is_reported_by_load_config(tmp_path: Path) -
 def test_misspelled_key_in_dataset_case_lists_valid_keys(tmp_path: Path) -> None:
     path = project(tmp_path, {"cases.yaml": "- {inputs: {q: 1}, tag: [x]}\n"}, dataset="cases.yaml")
     assert problems(path) == [
-        f"{(tmp_path / 'cases.yaml').resolve()}: [0].tag: unknown key; valid keys here: id, inputs, expectations, tags"
+        f"{(tmp_path / 'cases.yaml').resolve()}: [0].tag: unknown key; "
+        "valid keys here: id, inputs, expectations, tags, golden"
     ]
 
 

@@ -1,0 +1,70 @@
+"""From trace rows to decided checks: point metrics, paired statistics and per-case regressions (pure)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gate._cases import Regression, Unpaired, find_regressions, paired_sample, unpaired_cases
+from gate._checks import CheckResult, decide_check, evaluate_check
+from gate._config import GateConfig
+from gate._metrics import METRICS, SUMMARY_KEYS, compute_metrics, parse_metric_key
+from gate._runner import VARIANTS, Variant
+from gate._traces import TraceRow
+
+__all__ = ["Evaluation", "evaluate", "undecided"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the verdict says about the data."""
+
+    metrics: dict[Variant, dict[str, float | None]]
+    checks: list[CheckResult]
+    regressions: list[Regression]
+    unpaired: Unpaired
+    n_cases: int
+
+
+def _metric_keys(config: GateConfig) -> list[str]:
+    keys = list(SUMMARY_KEYS)
+    keys += [c.metric for c in config.checks if c.metric not in keys and not METRICS[c.metric.split("/")[0]].per_case]
+    return keys
+
+
+def evaluate(config: GateConfig, rows: Sequence[TraceRow], golden: frozenset[str], seed: int = 0) -> Evaluation:
+    """Compute metrics for both versions and decide every check."""
+    keys = _metric_keys(config)
+    metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
+    regressions = find_regressions(rows, golden)
+    unpaired = unpaired_cases(rows)
+    n_cases = len(
+        {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
+    )
+    checks = []
+    for index, check in enumerate(config.checks):
+        metric, aggregation = parse_metric_key(check.metric)
+        if METRICS[metric].per_case:
+            count = float(len(regressions))
+            value = count if aggregation == "count" else (count / n_cases if n_cases else math.nan)
+            checks.append(evaluate_check(check, None, None if math.isnan(value) else value))
+            continue
+        sample = paired_sample(rows, metric)
+        checks.append(
+            decide_check(
+                check,
+                sample,
+                metrics["baseline"].get(check.metric),
+                metrics["candidate"].get(check.metric),
+                config.confidence,
+                config.on_inconclusive,
+                seed=seed + index,
+            )
+        )
+    return Evaluation(metrics, checks, regressions, unpaired, n_cases)
+
+
+def undecided(evaluation: Evaluation) -> list[CheckResult]:
+    """Checks that more repeats could still decide."""
+    return [c for c in evaluation.checks if c.status == "inconclusive"]
