@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
     validate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
 
+    calibrate = commands.add_parser("calibrate", help="run the baseline against itself; propose bounds from the noise")
+    calibrate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
+    calibrate.add_argument("--rounds", type=int, default=3, help="A/A rounds (default 3)")
+    calibrate.add_argument("--simulate", action="store_true", help="serve the app from the built-in simulator")
+    calibrate.add_argument("--tracking-uri", help="MLflow tracking URI")
+
     commands.add_parser("schema", help="print the JSON Schema of the verdict")
     return parser
 
@@ -131,6 +137,33 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from gate._calibrate import aa_config, measure_noise, render_proposal
+    from gate._gate import RunOptions, run_gate
+
+    if args.rounds < 1:
+        raise ConfigError("usage: --rounds must be at least 1")
+    options = RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
+    verdicts = []
+    real_stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        for round_number in range(1, args.rounds + 1):
+            verdict = run_gate(options, transform=aa_config)
+            if verdict.status == "error":
+                print(f"RunError: A/A round {round_number}: {verdict.error}", file=sys.stderr)
+                return 3
+            calls = verdict.spend.calls if verdict.spend else 0
+            print(f"gate calibrate: round {round_number}/{args.rounds} done ({calls} calls)", file=sys.stderr)
+            verdicts.append(verdict)
+        from gate._config import load_config
+
+        config = aa_config(load_config(args.config))
+    first = verdicts[0]
+    cases = (first.variants["baseline"].calls // max(config.run.repeats, 1)) if first.variants else 0
+    real_stdout.write(render_proposal(measure_noise(config, verdicts), args.rounds, cases, config.run.repeats))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the command, return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -146,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
         sys.stdout.write(json.dumps(verdict_schema(), indent=2) + "\n")
         return 0
     except GateError as exc:

@@ -51,6 +51,7 @@ class RunConfig(_Strict):
     concurrency: int = Field(4, ge=1, le=256)
     timeout_s: float = Field(120.0, gt=0)
     autolog: bool = True  # turn on mlflow.openai.autolog so OpenAI calls become CHAT_MODEL spans with usage
+    warmup: bool = True  # one call per version first, kept out of the data: first calls pay for clients and imports
 
 
 class CheckConfig(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -122,6 +123,7 @@ class _Session:
     problems: list[str] = field(default_factory=list)
     rounds: int = 0
     repeats: int = 0
+    warmup_calls: int = 0
 
     def context_for(self, call: Call) -> Any:
         tags = {
@@ -131,7 +133,19 @@ class _Session:
             f"{TAG_PREFIX}case_id": call.case.id,
             f"{TAG_PREFIX}repeat": str(call.repeat),
         }
-        return self.store.tracing_context(tags, self.run_ids[call.variant])
+        return self.store.tracing_context(tags, self.run_ids.get(call.variant))
+
+    def warm_up(self) -> None:
+        """One call per version on the first case, recorded under a separate session tag and never measured.
+
+        The first call in a process pays for client creation and lazy imports (hundreds of ms); without a
+        warm-up that outlier lands on whichever version happens to go first and distorts its percentiles.
+        """
+        warm_session = dataclasses.replace(self, session=f"{self.session}-warmup", run_ids={}, progress=None)
+        calls = plan_calls(self.prepared.cases[:1], 1)
+        cfg = self.config.run
+        run_calls(calls, self.prepared.targets, warm_session.context_for, cfg.concurrency, cfg.timeout_s)
+        self.warmup_calls = len(calls)
 
     def run_round(self, repeats: range) -> None:
         """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""
@@ -173,11 +187,20 @@ class _Session:
         return None
 
 
-def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None = None) -> Verdict:
-    """Run both versions and return the verdict. Raises ``ConfigError``/``RunError`` for exits 2/3."""
+def run_gate(
+    options: RunOptions,
+    progress: Callable[[CallResult], None] | None = None,
+    transform: Callable[[GateConfig], GateConfig] | None = None,
+) -> Verdict:
+    """Run both versions and return the verdict. Raises ``ConfigError``/``RunError`` for exits 2/3.
+
+    ``transform`` rewrites the loaded config (``gate calibrate`` puts the baseline in both seats).
+    """
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     config = load_config(options.config_path)
+    if transform is not None:
+        config = transform(config)
     prepare_environment()
     with _endpoint(config, options.simulate) as endpoint:
         prepared = prepare(options, config)  # after the endpoint is set: a client made at import time sees it
@@ -197,6 +220,8 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         }
         session = _Session(config, prepared, store, session_id, run_ids, progress)
         golden = frozenset(c.id for c in prepared.cases if c.golden)
+        if config.run.warmup:
+            session.warm_up()
         session.run_round(range(config.run.repeats))
         evaluation = evaluate(config, session.rows, golden)
         # Adaptive repeats: one more repeat of every case per round while a check is undecided and the caps allow.
@@ -247,6 +272,7 @@ def run_gate(options: RunOptions, progress: Callable[[CallResult], None] | None 
         },
         spend=SpendReport(
             calls=len(results),
+            warmup_calls=session.warmup_calls,
             rounds=session.rounds,
             repeats_per_case=session.repeats,
             cost_usd=session.cost(),

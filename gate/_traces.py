@@ -1,8 +1,8 @@
 """Everything that talks to MLflow: the store, the experiment, one run per version, and reading traces back.
 
 MLflow is imported lazily (it costs ~2 s), after ``prepare_environment`` has set what must be set
-before import: telemetry off, and synchronous trace export, because the asynchronous exporter drops
-traces silently when its queue overflows (docs/design/trace-recording.md).
+before import: telemetry off, and an exporter that neither drops traces nor distorts their durations
+(docs/design/trace-recording.md).
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ TAG_PREFIX = "gate."
 def prepare_environment() -> None:
     """Set MLflow's environment before it is imported; explicit user settings win."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    # Export off the calls' critical path, by one worker (several race and upload stray traces.json),
+    # through a queue far larger than any run, flushed before every read; the count check still
+    # catches any trace that does not land (docs/design/trace-recording.md).
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "true")
+    os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS", "1")
+    os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE", "1000000")
 
 
 def resolve_tracking_uri(flag: str | None, config_value: str | None, default: str) -> str:
@@ -115,11 +120,11 @@ class Store:
         self.client.set_terminated(run_id, status=status)
 
     @staticmethod
-    def tracing_context(tags: Mapping[str, str], run_id: str) -> AbstractContextManager[Any]:
+    def tracing_context(tags: Mapping[str, str], run_id: str | None) -> AbstractContextManager[Any]:
         """Tags and run link for every trace created inside (MLflow's public ``tracing.context``)."""
         import mlflow
 
-        return mlflow.tracing.context(tags=dict(tags), metadata={"mlflow.sourceRun": run_id})
+        return mlflow.tracing.context(tags=dict(tags), metadata={"mlflow.sourceRun": run_id} if run_id else None)
 
     def fetch_traces(self, session: str, repeats: range | None = None) -> list[Any]:
         """The traces of this gate session (of one repeat, when ``repeats`` is a single one), with spans."""

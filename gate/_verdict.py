@@ -64,7 +64,8 @@ class RegressionReport(_Out):
 class SpendReport(_Out):
     """What the run spent, including adaptive repeats."""
 
-    calls: int
+    calls: int = Field(description="measured calls, both versions")
+    warmup_calls: int = Field(0, description="unmeasured first calls (run.warmup)")
     rounds: int
     repeats_per_case: int
     cost_usd: float | None = Field(None, description="the app's spend on both versions, where it is known")

@@ -53,7 +53,7 @@ class Project:
             "cases": [{"id": f"q{i}", "inputs": {"question": q}} for i, q in enumerate(QUESTIONS)],
             "baseline": {"target": "gate_test_apps:agent", "label": "v1"},
             "candidate": {"target": "gate_test_apps:agent", "label": "v2"},
-            "run": {"repeats": 1, "concurrency": 4, "timeout_s": 30},
+            "run": {"repeats": 1, "max_repeats": 2, "concurrency": 4, "timeout_s": 30},
             "checks": [
                 {"metric": "latency_ms/median", "max_increase_pct": 50},
                 {"metric": "error/rate", "at_most": 0.0},

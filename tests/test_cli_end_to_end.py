@@ -8,7 +8,8 @@ from pathlib import Path
 import jsonschema
 import mlflow
 import pytest
-from conftest import Project
+import yaml
+from conftest import QUESTIONS, Project
 
 from gate._verdict import verdict_schema
 
@@ -178,3 +179,57 @@ def test_usage_error_exits_2(project: Project) -> None:
     assert result.code == 2
     assert "usage: unrecognized arguments: --no-such-flag" in result.stderr
     assert result.verdict["status"] == "error" and result.verdict["exit_code"] == 2
+
+
+def test_regression_of_a_golden_case_fails_the_gate_and_names_both_traces(project: Project) -> None:
+    cases = [{"id": f"q{i}", "inputs": {"question": q}, "golden": i == 2} for i, q in enumerate(QUESTIONS)]
+    project.write_config(
+        cases=cases,
+        candidate={"target": "gate_test_apps:flaky_agent"},
+        checks=[{"metric": "latency_ms/median", "max_increase_pct": 1000}],
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code == 1, result.stderr
+    verdict = result.verdict
+    assert verdict["checks"][0]["status"] != "fail"  # the latency check alone would not fail
+    [regression] = verdict["regressions"]
+    assert regression["case_id"] == "q2" and regression["golden"] is True and regression["rule"] == "ok_to_error"
+    assert regression["baseline_trace_ids"][0].startswith("tr-")
+    assert regression["candidate_trace_ids"][0].startswith("tr-")
+
+
+def test_cases_regressed_count_is_a_check(project: Project) -> None:
+    project.write_config(
+        candidate={"target": "gate_test_apps:flaky_agent"},
+        checks=[{"metric": "cases_regressed/count", "at_most": 0}],
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code == 1, result.stderr
+    check = result.verdict["checks"][0]
+    assert check["status"] == "fail" and check["candidate"] == 1
+    assert check["message"] == "cases_regressed/count is 1.0 cases, limit ≤ 0"
+
+
+def test_checks_carry_their_interval_and_the_run_reports_its_spend(project: Project) -> None:
+    project.write_config(run={"repeats": 1, "max_repeats": 3, "concurrency": 4, "timeout_s": 30})
+    verdict = project.gate("run", "--simulate").verdict
+    latency = _check(verdict, "latency_ms/median")
+    assert latency["ci_of"] == "delta_pct" and latency["ci_low"] <= latency["delta_pct"] <= latency["ci_high"]
+    assert latency["n_pairs"] == 6
+    assert _check(verdict, "error/rate")["p_value"] == 1.0
+    spend = verdict["spend"]
+    assert spend["calls"] == 12 * spend["repeats_per_case"] and spend["warmup_calls"] == 2
+    assert 1 <= spend["rounds"] <= 3
+    assert spend["stopped_because"] in ("all checks decided", "run.max_repeats (3) reached")
+    assert len(verdict["fingerprint"]["dataset"]) == 16
+
+
+def test_calibrate_proposes_bounds_from_an_a_a_run(project: Project) -> None:
+    project.write_config()
+    result = project.gate("calibrate", "--simulate", "--rounds", "2")
+    assert result.code == 0, result.stderr
+    proposal = yaml.safe_load(result.stdout)
+    metrics = [c["metric"] for c in proposal["checks"]]
+    assert metrics == ["latency_ms/median", "total_tokens/mean"]  # error/rate has no relative bound
+    assert all(c["max_increase_pct"] > 0 for c in proposal["checks"])
+    assert "2 A/A rounds of the baseline against itself, 6 cases x 1 repeats" in result.stdout

@@ -1,0 +1,321 @@
+"""How often is the gate's decision right? A power / false-fail benchmark of the real decision code.
+
+Run from the repository root::
+
+    .venv/bin/python bench/power.py [--runs 200] [--seed 0] [--ab-runs N] [--jobs 2]
+
+It prints a Markdown table on stdout and progress on stderr. It is a benchmark, not a test: nothing is
+asserted, and the table says for each scenario whether its target holds.
+
+What is measured
+----------------
+Thousands of simulated gate runs, in-process, over synthetic ``TraceRow`` s (no MLflow, no HTTP). Every
+decision is made by the gate's own code: ``gate._evaluate.evaluate`` (paired case bootstrap from
+``gate._stats``, exact Clopper-Pearson bounds for 0/1 rates, ``gate._checks.decide_check``), the adaptive
+loop of ``gate._gate.run_gate`` (first round of ``run.repeats`` repeats of every case; then, while a check is
+``inconclusive``, one more repeat of every case for both versions) with its stop rule taken from
+``gate._gate._Session.why_stop``, and the naive point-estimate rule ``gate._checks.evaluate_check`` on
+``gate._metrics.compute_metrics`` over all rows. ``evaluate`` is called without a seed, exactly as
+``run_gate`` calls it (bootstrap seed 0); ``--seed`` drives the synthetic data.
+
+Designs (all on the same simulated data within a run, so the designs are compared on identical calls):
+
+* ``gate adaptive 1→10``: ``run: {repeats: 1, max_repeats: 10}``, the loop above.
+* ``gate adaptive 1→5``: the same loop capped at 5 repeats, which is what ``max_repeats`` defaults to when
+  ``repeats: 1`` (``GateConfig.max_repeats``: repeats × 5, at most 10). It is the 1→10 loop stopped at round
+  5, so it costs no extra simulation.
+* ``gate fixed 3``: ``evaluate`` once on 3 repeats per case, no adaptation.
+* ``naive fixed 3``: ``evaluate_check`` on the two point estimates over 3 repeats per case.
+
+Noise model
+-----------
+* N = 50 cases. Each simulated gate run draws a fresh dataset: case base latency log-normal across cases
+  (median 800 ms, sigma 0.5) and case base tokens uniform on [150, 400].
+* Per call: latency = case base × LogNormal(0, 0.29) (CV ≈ 0.3); total tokens = round(case base tokens ×
+  LogNormal(0, 0.15)) (temperature noise); error ~ Bernoulli(rate), independent per call. An errored call
+  keeps its latency (its trace has a duration) and has no token count (``total_tokens`` is None, as for a
+  call that failed before usage was reported); ``paired_sample`` and ``compute_metrics`` skip the None.
+* Baseline and candidate share each case's bases (paired); their per-call noise is independent.
+* Error rate 1% per call for both versions, except in the error scenarios below.
+* Candidate effects: A/A: identical distributions (for the error check, 1% errors in both). Latency:
+  candidate latency × 1.3 (so its p95 is +30%). Tokens: candidate tokens × 1.25 (mean +25%). Errors: baseline
+  0%, candidate 10%.
+
+Scenarios and targets (one check per scenario; confidence 0.95; on_inconclusive "warn", the config default):
+
+* A/A with ``latency_ms/p95 max_increase_pct 10``, ``total_tokens/mean max_increase_pct 10`` and
+  ``error/rate at_most 0.02``: false-fail rate (share of runs whose check ends ``fail``) ≤ 1%.
+* ``latency_ms/p95 max_increase_pct 10`` vs +30%: detection (share ending ``fail``) ≥ 90%.
+* ``total_tokens/mean max_increase_pct 10`` vs +25%: detection ≥ 95%.
+* ``error/rate at_most 0.02`` vs 10% errors: detection ≥ 95%.
+
+Columns: ``fail`` is the share of runs whose check status is ``fail`` (false-fail for A/A, detection for
+A/B) with a 95% Wilson interval over the runs; ``inconclusive`` is the share still ``inconclusive`` at the
+end (the gate then applies ``on_inconclusive``: with the default ``warn`` such a run exits 0); ``calls`` is
+the mean number of calls per decision, both versions, all rounds; ``repeats`` the mean repeats per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import the working tree's gate
+
+from gate._checks import evaluate_check  # noqa: E402
+from gate._config import GateConfig  # noqa: E402
+from gate._dataset import Case  # noqa: E402
+from gate._evaluate import evaluate  # noqa: E402
+from gate._gate import Prepared, _Session  # noqa: E402
+from gate._metrics import compute_metrics  # noqa: E402
+from gate._runner import VARIANTS, Call, CallResult  # noqa: E402
+from gate._stats import DEFAULT_RESAMPLES  # noqa: E402
+from gate._traces import TraceRow  # noqa: E402
+
+N_CASES = 50
+BASE_LATENCY_MEDIAN_MS = 800.0
+BASE_LATENCY_SIGMA = 0.5
+CALL_LATENCY_SIGMA = 0.29  # CV = sqrt(exp(sigma²) - 1) ≈ 0.30
+BASE_TOKENS = (150.0, 400.0)
+CALL_TOKENS_SIGMA = 0.15
+ERROR_RATE = 0.01
+MAX_REPEATS = 10
+FIXED_REPEATS = 3
+DEFAULT_CAP_REPEATS = 5  # GateConfig.max_repeats() when repeats is 1 and max_repeats is unset
+
+DESIGNS = ("gate adaptive 1→10", "gate adaptive 1→5", "gate fixed 3", "naive fixed 3")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    check: dict[str, Any]
+    kind: str  # "A/A" or "A/B"
+    target: float  # A/A: fail rate must be at most this; A/B: at least this
+    latency_factor: float = 1.0
+    tokens_factor: float = 1.0
+    error_rates: tuple[float, float] = (ERROR_RATE, ERROR_RATE)  # baseline, candidate
+
+
+SCENARIOS = (
+    Scenario("A/A", {"metric": "latency_ms/p95", "max_increase_pct": 10}, "A/A", 0.01),
+    Scenario("A/A", {"metric": "total_tokens/mean", "max_increase_pct": 10}, "A/A", 0.01),
+    Scenario("A/A (1% errors)", {"metric": "error/rate", "at_most": 0.02}, "A/A", 0.01),
+    Scenario("latency ×1.3", {"metric": "latency_ms/p95", "max_increase_pct": 10}, "A/B", 0.90, latency_factor=1.3),
+    Scenario("tokens ×1.25", {"metric": "total_tokens/mean", "max_increase_pct": 10}, "A/B", 0.95, tokens_factor=1.25),
+    Scenario("errors 0% → 10%", {"metric": "error/rate", "at_most": 0.02}, "A/B", 0.95, error_rates=(0.0, 0.10)),
+)
+
+CASES = [Case(id=f"case-{i:02d}", inputs={"q": i}) for i in range(N_CASES)]
+
+
+def make_config(check: dict[str, Any], repeats: int, max_repeats: int) -> GateConfig:
+    return GateConfig.model_validate(
+        {
+            "version": 1,
+            "baseline": {"target": "bench:baseline"},
+            "candidate": {"target": "bench:candidate"},
+            "cases": [{"id": c.id, "inputs": c.inputs} for c in CASES],
+            "checks": [check],
+            "run": {"repeats": repeats, "max_repeats": max_repeats},
+        }
+    )
+
+
+def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow]]:
+    """All calls of one simulated gate run, grouped by repeat: ``rounds[k]`` is repeat k of every case, both versions."""
+    base_latency = BASE_LATENCY_MEDIAN_MS * np.exp(BASE_LATENCY_SIGMA * rng.standard_normal(N_CASES))
+    base_tokens = rng.uniform(*BASE_TOKENS, size=N_CASES)
+    shape = (len(VARIANTS), MAX_REPEATS, N_CASES)
+    latency = base_latency * np.exp(CALL_LATENCY_SIGMA * rng.standard_normal(shape))
+    tokens = np.rint(base_tokens * np.exp(CALL_TOKENS_SIGMA * rng.standard_normal(shape)))
+    errors = rng.random(shape) < np.array(scenario.error_rates)[:, None, None]
+    latency[1] *= scenario.latency_factor
+    tokens[1] = np.rint(tokens[1] * scenario.tokens_factor)
+    rounds = []
+    for k in range(MAX_REPEATS):
+        rows = []
+        for v, variant in enumerate(VARIANTS):
+            for i, case in enumerate(CASES):
+                err = bool(errors[v, k, i])
+                values = {
+                    "latency_ms": float(latency[v, k, i]),
+                    "error": 1.0 if err else 0.0,
+                    "total_tokens": None if err else float(tokens[v, k, i]),
+                }
+                rows.append(TraceRow(f"{variant}-{case.id}-{k}", variant, case.id, k, values))
+        rounds.append(rows)
+    return rounds
+
+
+def _results_for(rows: Sequence[TraceRow]) -> list[CallResult]:
+    """The call outcomes ``_Session.why_stop`` looks at (``error`` set for an errored call)."""
+    by_id = {c.id: c for c in CASES}
+    return [
+        CallResult(Call(r.variant, by_id[r.case_id], r.repeat), "Error: simulated" if r.values.get("error") else None)
+        for r in rows  # type: ignore[arg-type]
+    ]
+
+
+def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]]) -> list[tuple[int, str]]:
+    """``run_gate``'s loop over pre-simulated rounds: (repeats per case, check status) after each evaluation."""
+    golden = frozenset(c.id for c in CASES if c.golden)
+    session = _Session(
+        config=config,
+        prepared=Prepared(config, list(CASES), {}),
+        store=None,
+        session="bench",
+        run_ids={},
+        progress=None,
+    )
+
+    def run_round(repeats: range) -> None:  # _Session.run_round without the calls and MLflow
+        rows = [row for k in repeats for row in rounds[k]]
+        session.results += _results_for(rows)
+        session.rows += rows
+        session.rounds += 1
+        session.repeats = repeats.stop
+
+    history = []
+    run_round(range(config.run.repeats))
+    evaluation = evaluate(config, session.rows, golden)
+    history.append((session.repeats, evaluation.checks[0].status))
+    while session.why_stop(evaluation) is None:
+        run_round(range(session.repeats, session.repeats + 1))
+        evaluation = evaluate(config, session.rows, golden)
+        history.append((session.repeats, evaluation.checks[0].status))
+    return history
+
+
+def one_run(task: tuple[int, int, int]) -> tuple[int, dict[str, tuple[str, int]]]:
+    """Simulate one gate run of one scenario and decide it with every design: {design: (status, calls)}."""
+    seed, s_index, run = task
+    scenario = SCENARIOS[s_index]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, s_index, run]))
+    rounds = simulate(scenario, rng)
+    per_round_calls = N_CASES * len(VARIANTS)
+    out: dict[str, tuple[str, int]] = {}
+
+    history = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds)
+    repeats, status = history[-1]
+    out["gate adaptive 1→10"] = (status, repeats * per_round_calls)
+    repeats, status = [h for h in history if h[0] <= DEFAULT_CAP_REPEATS][-1]
+    out["gate adaptive 1→5"] = (status, repeats * per_round_calls)
+
+    fixed = make_config(scenario.check, FIXED_REPEATS, FIXED_REPEATS)
+    rows = [row for k in range(FIXED_REPEATS) for row in rounds[k]]
+    out["gate fixed 3"] = (evaluate(fixed, rows, frozenset()).checks[0].status, FIXED_REPEATS * per_round_calls)
+
+    check = fixed.checks[0]
+    point = {v: compute_metrics([r.values for r in rows if r.variant == v], [check.metric]) for v in VARIANTS}
+    naive = evaluate_check(check, point["baseline"][check.metric], point["candidate"][check.metric])
+    out["naive fixed 3"] = (naive.status, FIXED_REPEATS * per_round_calls)
+    return s_index, out
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def table(results: dict[int, list[dict[str, tuple[str, int]]]]) -> str:
+    lines = [
+        "| scenario | check | target | design | runs | fail [95% CI] | inconclusive | pass | calls | repeats | target |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for s_index, scenario in enumerate(SCENARIOS):
+        runs = results[s_index]
+        n = len(runs)
+        if n == 0:  # --ab-runs 0: A/A only
+            continue
+        bound = {k: v for k, v in scenario.check.items() if k != "metric"}
+        check = f"`{scenario.check['metric']}` " + ", ".join(f"{k} {v:g}" for k, v in bound.items())
+        target = f"fail ≤ {pct(scenario.target)}" if scenario.kind == "A/A" else f"fail ≥ {pct(scenario.target)}"
+        for design in DESIGNS:
+            statuses = [r[design][0] for r in runs]
+            calls = [r[design][1] for r in runs]
+            fails = statuses.count("fail")
+            rate = fails / n
+            lo, hi = wilson(fails, n)
+            met = rate <= scenario.target if scenario.kind == "A/A" else rate >= scenario.target
+            gap = rate - scenario.target
+            verdict = "met" if met else f"**missed** ({100 * gap:+.1f} pts)"
+            lines.append(
+                f"| {scenario.name} | {check} | {target} | {design} | {n} | {pct(rate)} [{pct(lo)}, {pct(hi)}] "
+                f"| {pct(statuses.count('inconclusive') / n)} | {pct(statuses.count('pass') / n)} "
+                f"| {np.mean(calls):.0f} | {np.mean(calls) / (N_CASES * len(VARIANTS)):.2f} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=200, help="simulated gate runs per scenario (default 200)")
+    parser.add_argument("--ab-runs", type=int, default=None, help="runs per A/B scenario (default: --runs; 0 skips)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated data (default 0)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
+    args = parser.parse_args(argv)
+    ab_runs = args.runs if args.ab_runs is None else args.ab_runs
+
+    tasks = [
+        (args.seed, s, run)
+        for s, scenario in enumerate(SCENARIOS)
+        for run in range(args.runs if scenario.kind == "A/A" else ab_runs)
+    ]
+    results: dict[int, list[dict[str, tuple[str, int]]]] = {s: [] for s in range(len(SCENARIOS))}
+    started = time.monotonic()
+    print(f"power: {len(tasks)} simulated gate runs on {args.jobs} processes", file=sys.stderr)
+    if args.jobs > 1:
+        pool = get_context("spawn").Pool(args.jobs)
+        outcomes = pool.imap(one_run, tasks, chunksize=4)
+    else:
+        pool, outcomes = None, map(one_run, tasks)
+    try:
+        for done, (s_index, out) in enumerate(outcomes, start=1):
+            results[s_index].append(out)  # imap keeps task order, so the table does not depend on scheduling
+            if done % 50 == 0 or done == len(tasks):
+                elapsed = time.monotonic() - started
+                print(
+                    f"  {done}/{len(tasks)} runs, {elapsed:.0f} s elapsed, "
+                    f"~{elapsed / done * (len(tasks) - done):.0f} s left",
+                    file=sys.stderr,
+                )
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    wall = time.monotonic() - started
+
+    print(f"Seed {args.seed}; {args.runs} runs per A/A scenario, {ab_runs} per A/B scenario", end="")
+    print(" (fewer A/B runs than A/A runs)." if 0 < ab_runs < args.runs else " (A/B skipped)." if ab_runs == 0 else ".")
+    print(
+        f"{N_CASES} cases; confidence 0.95; on_inconclusive warn; bootstrap resamples {DEFAULT_RESAMPLES} "
+        "(the gate's default, unchanged); bootstrap seed 0 as in run_gate."
+    )
+    print()
+    print(table(results))
+    print()
+    print(f"Wall time {wall:.0f} s on {args.jobs} processes.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""Paired case bootstrap, weighted aggregation, McNemar and Clopper–Pearson against answers known in advance."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from gate._stats import PairedSample, _weighted_aggregate, bootstrap, clopper_pearson, mcnemar_exact
+
+Z95 = 1.6448536269514722  # standard normal 95th percentile (no scipy here)
+
+
+def lognormal_cases(seed: int, cases: int = 30, repeats: int = 3) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    values: list[list[float]] = np.exp(rng.normal(5.0, 0.5, size=(cases, repeats))).tolist()
+    return values
+
+
+def flat(groups: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    values = np.array([v for g in groups for v in g], dtype=np.float64)
+    case_of = np.array([i for i, g in enumerate(groups) for _ in g], dtype=np.intp)
+    return values, case_of
+
+
+def numpy_aggregate(values: np.ndarray, aggregation: str) -> float:
+    reference = {"mean": np.mean, "median": np.median, "min": np.min, "max": np.max, "sum": np.sum}
+    if aggregation in reference:
+        return float(reference[aggregation](values))
+    return float(np.percentile(values, float(aggregation[1:])))  # numpy's default is linear interpolation
+
+
+AGGREGATIONS = ["mean", "median", "min", "max", "sum", "p50", "p90", "p95", "p99", "p99.9", "p0", "p100"]
+
+
+# --- bootstrap: known answers ---
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "p95"])
+def test_identical_samples_give_a_zero_width_delta_interval_at_zero(aggregation: str) -> None:
+    values = lognormal_cases(seed=1)
+    est = bootstrap(PairedSample(values, values), aggregation, seed=3)
+    assert est.delta == (0.0, 0.0)
+    assert est.delta_pct == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "p95"])
+def test_a_fifty_percent_shift_gives_a_delta_pct_interval_containing_50_and_excluding_0(aggregation: str) -> None:
+    baseline = lognormal_cases(seed=2)
+    candidate = [[v * 1.5 for v in case] for case in baseline]
+    est = bootstrap(PairedSample(baseline, candidate), aggregation, seed=4)
+    assert est.delta_pct is not None
+    lo, hi = est.delta_pct
+    assert lo <= 50 + 1e-9 and hi >= 50 - 1e-9  # every replicate is 50% up to rounding
+    assert lo > 0 and hi > 0
+
+
+def test_same_seed_gives_an_identical_estimate() -> None:
+    sample = PairedSample(lognormal_cases(seed=5), lognormal_cases(seed=6))
+    assert bootstrap(sample, "p95", seed=11) == bootstrap(sample, "p95", seed=11)
+
+
+def test_different_seeds_give_different_estimates() -> None:
+    sample = PairedSample(lognormal_cases(seed=5), lognormal_cases(seed=6))
+    assert bootstrap(sample, "mean", seed=11) != bootstrap(sample, "mean", seed=12)
+
+
+def test_bootstrap_of_an_empty_sample_raises_value_error_with_a_message() -> None:
+    with pytest.raises(ValueError, match="no paired cases"):
+        bootstrap(PairedSample([], []), "mean")
+
+
+def test_delta_pct_is_none_when_the_baseline_aggregate_is_zero_in_some_replicate() -> None:
+    # The full-sample baseline max is 5, but every replicate that misses the last case has a max of 0.
+    baseline = [[0.0, 0.0]] * 9 + [[5.0, 5.0]]
+    candidate = [[1.0, 1.0]] * 10
+    est = bootstrap(PairedSample(baseline, candidate), "max", seed=0)
+    assert est.delta_pct is None
+    assert est.delta == (-4.0, 1.0)  # the absolute change is still reported
+
+
+# --- _weighted_aggregate against numpy ---
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_weighted_aggregate_with_unit_weights_equals_numpy(aggregation: str) -> None:
+    rng = np.random.default_rng(7)
+    groups = [rng.lognormal(3.0, 1.0, size=int(rng.integers(1, 5))).tolist() for _ in range(37)]
+    values, case_of = flat(groups)
+    got = _weighted_aggregate(values, case_of, np.ones((1, len(groups))), aggregation)
+    assert got.shape == (1,)
+    assert got[0] == pytest.approx(numpy_aggregate(values, aggregation), rel=1e-12)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_weighted_aggregate_with_integer_weights_equals_numpy_on_the_expanded_sample(aggregation: str) -> None:
+    rng = np.random.default_rng(8)
+    groups = [rng.lognormal(3.0, 1.0, size=int(rng.integers(1, 5))).tolist() for _ in range(23)]
+    values, case_of = flat(groups)
+    weights = rng.integers(0, 4, size=(6, len(groups))).astype(np.float64)  # zeros included, as in a bootstrap
+    weights[:, 0] += 1  # no row may be all zeros
+    got = _weighted_aggregate(values, case_of, weights, aggregation)
+    for row, value in zip(weights, got, strict=True):
+        expanded = np.array([v for g, w in zip(groups, row, strict=True) for _ in range(int(w)) for v in g])
+        assert value == pytest.approx(numpy_aggregate(expanded, aggregation), rel=1e-12)
+
+
+# --- coverage of the candidate interval on simulated data ---
+
+# 300 datasets of 40 cases × 3 repeats: value = exp(case effect + call noise), case effect ~ N(0, 0.3),
+# noise ~ N(0, 0.4), so every value is lognormal with sigma 0.5 and the true p95 is exp(0.5 · z95).
+# 1000 resamples instead of the default 2000 halves the time (~3 s) and moves a 5% quantile of the replicates
+# by far less than the Monte Carlo standard error of a coverage near 0.9 over 300 replications (~0.017).
+COVERAGE_REPLICATIONS = 300
+TRUE_P95 = math.exp(Z95 * math.hypot(0.3, 0.4))
+
+
+@pytest.fixture(scope="module")
+def p95_bounds() -> np.ndarray:
+    rng = np.random.default_rng(2024)
+    bounds = []
+    for replication in range(COVERAGE_REPLICATIONS):
+        draws = [np.exp(rng.normal(0, 0.3, size=(40, 1)) + rng.normal(0, 0.4, size=(40, 3))) for _ in range(2)]
+        sample = PairedSample(draws[0].tolist(), draws[1].tolist())
+        est = bootstrap(sample, "p95", 0.95, resamples=1000, seed=replication)
+        bounds.append(est.candidate)
+    return np.array(bounds)
+
+
+def test_lower_95_bound_of_the_candidate_p95_lies_below_the_true_p95_in_at_least_90_percent(
+    p95_bounds: np.ndarray,
+) -> None:
+    # Nominal 95%; measured ~98% (the sample p95 of a right-skewed distribution is biased low, which makes the
+    # lower end conservative). 90% leaves room for Monte Carlo noise (~3 standard errors below nominal).
+    assert np.mean(p95_bounds[:, 0] < TRUE_P95) >= 0.90
+
+
+def test_upper_95_bound_of_the_candidate_p95_lies_above_the_true_p95_in_at_least_80_percent(
+    p95_bounds: np.ndarray,
+) -> None:
+    # Honest tolerance, not the nominal 95%: the percentile bootstrap of a tail quantile cannot reach past the
+    # sample maximum and the sample p95 is biased low, so at 40 cases the upper end covers only ~85-88% (measured
+    # over 1000 replications: 85%; a naive numpy case bootstrap gives the same 85%, so this is the method, not
+    # the weighted implementation). 80% is ~2.5 Monte Carlo standard errors under that; the nominal claim is
+    # the xfail test below.
+    assert np.mean(p95_bounds[:, 1] > TRUE_P95) >= 0.80
+
+
+@pytest.mark.xfail(
+    reason="percentile bootstrap under-covers tail quantiles at small n: the 95% upper bound of p95 covers "
+    "~85% at 40 cases (p99: ~65%), so at_most checks on pNN pass too readily; see report",
+    strict=True,
+)
+def test_upper_95_bound_of_the_candidate_p95_lies_above_the_true_p95_in_at_least_90_percent(
+    p95_bounds: np.ndarray,
+) -> None:
+    assert np.mean(p95_bounds[:, 1] > TRUE_P95) >= 0.90
+
+
+# --- McNemar ---
+
+
+def test_mcnemar_without_discordant_pairs_is_one() -> None:
+    outcomes = [0, 1, 1, 0, 1]
+    assert mcnemar_exact(outcomes, list(outcomes)) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("better", "worse", "expected"),
+    [(0, 6, 2 * 0.5**6), (1, 5, 2 * (1 + 6) / 2**6), (0, 1, 1.0), (3, 3, 1.0), (2, 10, 2 * (1 + 12 + 66) / 2**12)],
+)
+def test_mcnemar_matches_the_two_sided_binomial_test_on_discordant_pairs(
+    better: int, worse: int, expected: float
+) -> None:
+    baseline = [1.0] * better + [0.0] * worse + [1.0, 0.0]  # two concordant pairs, which must not matter
+    candidate = [0.0] * better + [1.0] * worse + [1.0, 0.0]
+    assert mcnemar_exact(baseline, candidate) == pytest.approx(expected, rel=1e-12)
+
+
+def test_mcnemar_is_symmetric_in_swapping_the_versions() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        baseline = rng.integers(0, 2, size=25).astype(float).tolist()
+        candidate = rng.integers(0, 2, size=25).astype(float).tolist()
+        assert mcnemar_exact(baseline, candidate) == mcnemar_exact(candidate, baseline)
+
+
+# --- Clopper–Pearson ---
+
+
+def test_clopper_pearson_upper_bound_with_no_successes_is_one_minus_alpha_to_the_one_over_n() -> None:
+    lower, upper = clopper_pearson(0, 50, 0.95)
+    assert lower == 0.0
+    assert upper == pytest.approx(1 - 0.05 ** (1 / 50), rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 6, 50])
+def test_clopper_pearson_lower_bound_with_all_successes_is_alpha_to_the_one_over_n(n: int) -> None:
+    lower, upper = clopper_pearson(n, n, 0.95)
+    assert lower == pytest.approx(0.05 ** (1 / n), rel=1e-9)
+    assert upper == 1.0
+
+
+def test_clopper_pearson_lower_bound_with_one_success_in_six() -> None:
+    lower, _ = clopper_pearson(1, 6, 0.95)
+    assert lower == pytest.approx(1 - 0.95 ** (1 / 6), rel=1e-9)
+
+
+def test_clopper_pearson_bounds_increase_with_k() -> None:
+    bounds = [clopper_pearson(k, 20, 0.95) for k in range(21)]
+    lowers, uppers = [b[0] for b in bounds], [b[1] for b in bounds]
+    assert all(a < b for a, b in itertools.pairwise(lowers))
+    assert all(a < b for a, b in itertools.pairwise(uppers))
+    assert all(lo < k / 20 < hi for k, (lo, hi) in enumerate(bounds) if 0 < k < 20)
+
+
+def test_clopper_pearson_with_no_trials_raises() -> None:
+    with pytest.raises(ValueError, match="no trials"):
+        clopper_pearson(0, 0, 0.95)
