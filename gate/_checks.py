@@ -99,8 +99,8 @@ def _limits(bounds: Mapping[str, float]) -> str:
 
 def _describe_change(check: CheckConfig, baseline: float | None, candidate: float) -> str:
     """``latency_ms/p95 rose 18.3% (812.0 → 960.5 ms)``."""
-    metric, _ = parse_metric_key(check.metric)
-    unit = METRICS[metric].unit
+    metric, aggregation = parse_metric_key(check.metric)
+    unit = "" if aggregation == "share" else METRICS[metric].unit
     suffix = f" {unit}" if unit else ""
     if baseline is None:
         return f"{check.metric} is {_fmt(candidate)}{suffix}"
@@ -193,8 +193,11 @@ def decide_check(
     """Decide a check on a per-trace metric from the paired per-case values of both versions."""
     point = evaluate_check(check, baseline, candidate)
     policy = check.on_inconclusive or on_inconclusive
-    if point.status == "missing" or sample.n_pairs == 0:
-        return replace(point, status="missing", n_pairs=sample.n_pairs, on_inconclusive=policy)
+    if point.status == "missing":
+        return replace(point, n_pairs=sample.n_pairs, on_inconclusive=policy)
+    if sample.n_pairs == 0:
+        message = f"{check.metric}: no case has values for both versions; a check without paired data cannot pass"
+        return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
     metric, aggregation = parse_metric_key(check.metric)
     est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
     if METRICS[metric].binary and aggregation in ("rate", "mean"):

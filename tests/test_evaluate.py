@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pytest
 
 from gate._checks import CheckResult
 from gate._config import GateConfig
@@ -199,3 +200,18 @@ def test_a_check_on_a_metric_with_no_values_is_missing() -> None:
     evaluation = evaluate(cfg, rows, frozenset())
     assert [c.status for c in evaluation.checks] == ["missing", "missing"]
     assert all(c.n_pairs == 0 for c in evaluation.checks)
+
+
+def test_an_absolute_bound_reported_missing_does_not_say_the_bound_holds() -> None:
+    rows = rows_for(10, 2, lambda c, r: ok(), lambda c, r: {**ok(), "cost_usd": 0.5})  # candidate-only values
+    check = only(evaluate(config({"metric": "cost_usd/mean", "at_most": 1}), rows, frozenset()))
+    assert check.status == "missing"
+    assert "within" not in check.message
+
+
+def test_the_share_of_regressed_cases_is_not_reported_in_cases() -> None:
+    rows = rows_for(10, 3, lambda c, r: ok(), lambda c, r: err() if c == 4 else ok())
+    check = only(evaluate(config({"metric": "cases_regressed/share", "at_most": 0}), rows, frozenset()))
+    assert check.status == "fail"
+    assert check.candidate == pytest.approx(0.1)
+    assert "0.1 cases" not in check.message
