@@ -14,7 +14,7 @@ from typing import Literal
 
 from gate._config import CheckConfig
 from gate._metrics import METRICS, parse_metric_key
-from gate._stats import Estimate, PairedSample, bootstrap, clopper_pearson, mcnemar_exact
+from gate._stats import Estimate, PairedSample, bootstrap, clopper_pearson, mcnemar_exact, quantile_bounds
 
 __all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
 
@@ -210,6 +210,9 @@ def decide_check(
         if all(outcomes):
             low = 1.0 if point.bound.get("at_least") == 1 else low
         est = replace(est, candidate=(low, high))
+    elif aggregation.startswith("p") or aggregation in ("median", "min", "max"):
+        q = {"median": 0.5, "min": 0.0, "max": 1.0}.get(aggregation) or float(aggregation[1:]) / 100
+        est = replace(est, candidate=quantile_bounds([v for vs in sample.candidate for v in vs], q, confidence))
     decisions = [_bound_decision(name, limit, est) for name, limit in point.bound.items()]
     decision: Decision = (
         "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"
