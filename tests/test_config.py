@@ -193,7 +193,7 @@ def test_misspelled_run_key_lists_run_keys(tmp_path: Path) -> None:
     path = config_with(tmp_path, run={"repeat": 3})
     assert problems(path) == [
         f"{path}: run.repeat: unknown key; valid keys here: "
-        "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog"
+        "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog, warmup"
     ]
 
 
