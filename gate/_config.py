@@ -45,7 +45,7 @@ class RunConfig(_Strict):
     """How the versions are run, and how much more the gate may spend when a check is undecided."""
 
     repeats: int = Field(1, ge=1, le=1000)
-    max_repeats: int | None = Field(None, ge=1, le=1000, description="adaptive cap per case (default: max(repeats, 10))")
+    max_repeats: int | None = Field(None, ge=1, le=1000, description="adaptive cap per case (default 10)")
     max_calls: int | None = Field(None, ge=1, description="cap on all calls of both versions")
     max_cost_usd: float | None = Field(None, gt=0, description="cap on the app's spend, both versions")
     concurrency: int = Field(4, ge=1, le=256)
