@@ -227,7 +227,7 @@ def run_gate(
         # Adaptive repeats: one more repeat of every case per round while a check is undecided and the caps allow.
         while (stopped_because := session.why_stop(evaluation)) is None:
             session.run_round(range(session.repeats, session.repeats + 1))
-            evaluation = evaluate(config, session.rows, golden)
+            evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # fresh resamples per look
     results, rows, problems = session.results, session.rows, session.problems
     failed = all(r.error for r in results)
     for v in VARIANTS:

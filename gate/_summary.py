@@ -40,6 +40,22 @@ def render_summary(verdict: Verdict) -> str:
         for check in verdict.checks:
             if check.status != "pass":
                 lines.append(f"  {check.status}: {check.message}")
+    for regression in verdict.regressions[:5]:
+        golden = " (golden)" if regression.golden else ""
+        lines.append(
+            f"  regressed{golden}: case {regression.case_id}: {regression.detail}; traces "
+            f"{', '.join(regression.baseline_trace_ids[:1] + regression.candidate_trace_ids[:1])}"
+        )
+    unpaired = [f"{side}: {', '.join(ids)}" for side, ids in verdict.unpaired_cases.items() if ids]
+    if unpaired:
+        lines.append(f"  cases with data for one version only: {'; '.join(unpaired)}")
+    if verdict.spend:
+        s = verdict.spend
+        cost = f", ${s.cost_usd:.4g}" if s.cost_usd is not None else ""
+        lines.append(
+            f"  spent {s.calls} calls (+{s.warmup_calls} warm-up){cost}, {s.repeats_per_case} repeats per case"
+            f" in {s.rounds} rounds; stopped: {s.stopped_because}"
+        )
     if verdict.mlflow and verdict.mlflow.session:
         lines.append(
             f"  traces: experiment '{verdict.mlflow.experiment}', tag gate.session = {verdict.mlflow.session} "

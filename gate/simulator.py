@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,9 @@ _WORDS = (
     "within two business days you can also contact support by email or chat if the "
     "problem persists we appreciate your patience and understanding"
 ).split()
+
+
+_CARING = re.compile(r"\b(caring|empath\w*|warm)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,9 @@ class Simulator:
             completion_tokens = max(1, min(max_tokens, round(wanted)))
             words = [rng.choice(_WORDS) for _ in range(max(1, round(completion_tokens * 0.75)))]
             topic = " ".join(user.split()[:6])
-            content = f"About '{topic}': " + " ".join(words) + "."
+            # A caring system prompt shows in the answer, so a judge of empathy has something to find.
+            opening = "I'm sorry for the trouble, and thank you for your patience. " if _CARING.search(system) else ""
+            content = opening + f"About '{topic}': " + " ".join(words) + "."
         finish = "length" if completion_tokens >= max_tokens else "stop"
         delay_ms = (
             self.settings.base_latency_ms + self.settings.ms_per_token * completion_tokens
@@ -140,10 +146,19 @@ class Simulator:
 
     @staticmethod
     def _judge_answer(prompt: str, rng: random.Random) -> str:
-        # Deterministic for the prompt: judges must give the same score to the same answer.
-        score = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 10
-        result = "yes" if score >= 2 else "no"
-        return json.dumps({"rationale": f"Simulated judge: the answer was rated '{result}'.", "result": result})
+        """A deterministic stand-in for an LLM judge: the same prompt always gets the same verdict.
+
+        Asked about empathy, it looks for an apology or thanks in the prompt (which holds the answer);
+        asked anything else, it says yes to nine prompts in ten, chosen by a hash of the prompt.
+        """
+        if re.search(r"empath|caring|compassion", prompt, re.IGNORECASE):
+            found = bool(re.search(r"sorry|thank you|apolog", prompt, re.IGNORECASE))
+            result = "yes" if found else "no"
+            why = "it acknowledges the customer's feelings" if found else "it sounds indifferent"
+        else:
+            score = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 10
+            result, why = ("yes", "it addresses the request") if score else ("no", "it misses part of the request")
+        return json.dumps({"rationale": f"Simulated judge: {why}.", "result": result})
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
