@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from gate._config import CheckConfig
-from gate._metrics import METRICS, parse_metric_key
+from gate._metrics import metric_info, split_metric_key
 from gate._stats import Estimate, PairedSample, bootstrap, clopper_pearson, mcnemar_exact, quantile_bounds
 
 __all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
@@ -99,8 +99,8 @@ def _limits(bounds: Mapping[str, float]) -> str:
 
 def _describe_change(check: CheckConfig, baseline: float | None, candidate: float) -> str:
     """``latency_ms/p95 rose 18.3% (812.0 → 960.5 ms)``."""
-    metric, aggregation = parse_metric_key(check.metric)
-    unit = "" if aggregation == "share" else METRICS[metric].unit
+    metric, aggregation = split_metric_key(check.metric)
+    unit = "" if aggregation == "share" else metric_info(metric).unit
     suffix = f" {unit}" if unit else ""
     if baseline is None:
         return f"{check.metric} is {_fmt(candidate)}{suffix}"
@@ -198,9 +198,9 @@ def decide_check(
     if sample.n_pairs == 0:
         message = f"{check.metric}: no case has values for both versions; a check without paired data cannot pass"
         return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
-    metric, aggregation = parse_metric_key(check.metric)
+    metric, aggregation = split_metric_key(check.metric)
     est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
-    if METRICS[metric].binary and aggregation in ("rate", "mean"):
+    if metric_info(metric).binary and aggregation in ("rate", "mean"):
         # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
         # vanishes from a third of resamples; the exact binomial interval does neither.
         outcomes = [v for values in sample.candidate for v in values]
@@ -220,7 +220,7 @@ def decide_check(
     first = next(iter(point.bound))
     ci_of, (ci_low, ci_high) = _interval_for(first, est)
     p_value = None
-    if METRICS[metric].binary:
+    if metric_info(metric).binary:
         pairs = [
             (b, c)
             for bs, cs in zip(sample.baseline, sample.candidate, strict=True)

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gate._errors import ConfigError
-from gate._metrics import AGGREGATIONS, METRICS, parse_metric_key
+from gate._metrics import AGGREGATIONS, METRICS, metric_info, parse_metric_key, split_metric_key
+from gate.scorers._models import ScorerConfig
 
 __all__ = ["DEFAULT_TRACKING_URI", "CheckConfig", "GateConfig", "RunConfig", "VariantConfig", "load_config"]
 
@@ -69,8 +70,9 @@ class CheckConfig(_Strict):
 
     @field_validator("metric")
     @classmethod
-    def _known_metric(cls, value: str) -> str:
-        parse_metric_key(value)  # raises ValueError naming what is valid
+    def _known_metric(cls, value: str, info: ValidationInfo) -> str:
+        scorers = (info.context or {}).get("scorers", ())
+        parse_metric_key(value, scorers)  # raises ValueError naming what is valid
         return value
 
     @model_validator(mode="after")
@@ -79,12 +81,13 @@ class CheckConfig(_Strict):
             raise ValueError(f"no bound given; use one or more of: {', '.join(BOUNDS)}")
         if self.at_most is not None and self.at_least is not None and self.at_least > self.at_most:
             raise ValueError(f"at_least ({self.at_least}) is above at_most ({self.at_most}); no value can pass")
-        metric, aggregation = parse_metric_key(self.metric)
-        if METRICS[metric].per_case and not {"at_most", "at_least"} >= set(self.bounds()):
+        metric, aggregation = split_metric_key(self.metric)
+        info = metric_info(metric)
+        if info.per_case and not {"at_most", "at_least"} >= set(self.bounds()):
             raise ValueError(f"'{metric}' counts cases of this run; only at_most / at_least apply")
-        if aggregation == "rate" and not METRICS[metric].binary:
+        if aggregation == "rate" and not info.binary and metric in METRICS:
             raise ValueError(f"'rate' is the share of 1s in a 0/1 metric; '{metric}' is not 0/1, use mean or pNN")
-        if METRICS[metric].binary and aggregation not in ("rate", "mean", "sum", "min", "max"):
+        if info.binary and aggregation not in ("rate", "mean", "sum", "min", "max"):
             raise ValueError(f"'{metric}' is 0/1; use '{metric}/rate' instead of '{self.metric}'")
         return self
 
@@ -134,8 +137,19 @@ class GateConfig(_Strict):
     checks: list[CheckConfig] = Field(min_length=1)
     confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of every decision")
     on_inconclusive: OnInconclusive = "warn"
+    scorers: list[ScorerConfig] = []
     pricing: dict[str, PriceConfig] = {}
     simulator: SimulatorConfig = SimulatorConfig()
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique_scorer_names(cls, value: list[Any]) -> list[Any]:
+        names = [s.name for s in value]
+        if clash := sorted({n for n in names if n in METRICS}):
+            raise ValueError(f"scorer names {', '.join(clash)} are built-in metrics; pick other names")
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"scorer names must be unique; repeated: {', '.join(dupes)}")
+        return value
 
     @model_validator(mode="after")
     def _one_dataset(self) -> GateConfig:
@@ -239,7 +253,8 @@ def load_config(path: str | Path) -> GateConfig:
     if type(raw.get("version")) is not int or raw.get("version") != 1:
         raise ConfigError(f"{path}: version: expected 1 (this gate reads config version 1), got {raw.get('version')!r}")
     try:
-        return GateConfig.model_validate(raw)
+        scorers = [s.get("name") for s in raw.get("scorers") or [] if isinstance(s, dict)]
+        return GateConfig.model_validate(raw, context={"scorers": scorers})
     except ValidationError as exc:
         problems = [f"{path}: {format_loc(tuple(e['loc']))}: {describe_error(e)}" for e in exc.errors()]
         raise ConfigError(problems) from None

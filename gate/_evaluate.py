@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from gate._cases import Regression, Unpaired, find_regressions, paired_sample, unpaired_cases
 from gate._checks import CheckResult, decide_check, evaluate_check
 from gate._config import GateConfig
-from gate._metrics import METRICS, SUMMARY_KEYS, compute_metrics, parse_metric_key
+from gate._metrics import SUMMARY_KEYS, compute_metrics, metric_info, split_metric_key
 from gate._runner import VARIANTS, Variant
 from gate._traces import TraceRow
 
@@ -29,7 +29,11 @@ class Evaluation:
 
 def _metric_keys(config: GateConfig) -> list[str]:
     keys = list(SUMMARY_KEYS)
-    keys += [c.metric for c in config.checks if c.metric not in keys and not METRICS[c.metric.split("/")[0]].per_case]
+    keys += [
+        c.metric
+        for c in config.checks
+        if c.metric not in keys and not metric_info(split_metric_key(c.metric)[0]).per_case
+    ]
     return keys
 
 
@@ -44,8 +48,8 @@ def evaluate(config: GateConfig, rows: Sequence[TraceRow], golden: frozenset[str
     )
     checks = []
     for index, check in enumerate(config.checks):
-        metric, aggregation = parse_metric_key(check.metric)
-        if METRICS[metric].per_case:
+        metric, aggregation = split_metric_key(check.metric)
+        if metric_info(metric).per_case:
             count = float(len(regressions))
             value = count if aggregation == "count" else (count / n_cases if n_cases else math.nan)
             checks.append(evaluate_check(check, None, None if math.isnan(value) else value))

@@ -22,9 +22,19 @@ from gate._dataset import Case, load_cases
 from gate._errors import RunError
 from gate._evaluate import Evaluation, evaluate, undecided
 from gate._runner import VARIANTS, Call, CallResult, Variant, import_target, plan_calls, run_calls
+from gate._scoring import ScorerStats, score_rows
 from gate._secrets import redact
 from gate._traces import TAG_PREFIX, TraceRow, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
-from gate._verdict import CheckReport, MlflowReport, RegressionReport, SpendReport, VariantReport, Verdict
+from gate._verdict import (
+    CheckReport,
+    MlflowReport,
+    RegressionReport,
+    ScorerReport,
+    SpendReport,
+    VariantReport,
+    Verdict,
+)
+from gate.scorers import Scorer, build_scorers
 
 __all__ = ["Prepared", "RunOptions", "plan_gate", "prepare", "run_gate"]
 
@@ -47,11 +57,15 @@ class Prepared:
     targets: dict[Variant, Callable[..., Any]]
 
 
+def _search_path(options: RunOptions) -> list[Path]:
+    return [options.config_path.resolve().parent, Path.cwd()]
+
+
 def prepare(options: RunOptions, config: GateConfig | None = None) -> Prepared:
     """Validate the config, load the cases and import both targets (raises ``ConfigError``)."""
     config = config or load_config(options.config_path)
     cases = load_cases(config, options.config_path)
-    search_path = [options.config_path.resolve().parent, Path.cwd()]
+    search_path = _search_path(options)
     targets: dict[Variant, Callable[..., Any]] = {
         "baseline": import_target(config.baseline.target, f"{options.config_path}: baseline.target", search_path),
         "candidate": import_target(config.candidate.target, f"{options.config_path}: candidate.target", search_path),
@@ -124,6 +138,8 @@ class _Session:
     rounds: int = 0
     repeats: int = 0
     warmup_calls: int = 0
+    scorers: list[Scorer] = field(default_factory=list)
+    scorer_stats: dict[str, ScorerStats] = field(default_factory=dict)
 
     def context_for(self, call: Call) -> Any:
         tags = {
@@ -156,6 +172,15 @@ class _Session:
         )
         traces = self.store.fetch_traces(self.session, repeats)
         rows, problems = match_traces(traces, results, self.config.pricing)
+        rows = score_rows(
+            self.scorers,
+            rows,
+            {t.info.trace_id: t for t in traces},
+            {c.id: c for c in self.prepared.cases},
+            self.session,
+            self.config.run.concurrency,
+            self.scorer_stats,
+        )
         self.results += results
         self.rows += rows
         self.problems += problems
@@ -219,6 +244,7 @@ def run_gate(
             for v in VARIANTS
         }
         session = _Session(config, prepared, store, session_id, run_ids, progress)
+        session.scorers = build_scorers(config.scorers, _search_path(options))
         golden = frozenset(c.id for c in prepared.cases if c.golden)
         if config.run.warmup:
             session.warm_up()
@@ -279,6 +305,10 @@ def run_gate(
             stopped_because=stopped_because,
         ),
         fingerprint=_fingerprint(config, prepared.cases),
+        scorers={
+            s.name: ScorerReport(type=s.type, **vars(session.scorer_stats.get(s.name, ScorerStats())))
+            for s in config.scorers
+        },
         mlflow=MlflowReport(
             tracking_uri=redact_uri(tracking_uri),
             experiment=config.experiment,

@@ -10,7 +10,7 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,10 @@ __all__ = [
     "compute_metrics",
     "count_values",
     "extract_values",
+    "metric_info",
     "parse_metric_key",
     "percentile",
+    "split_metric_key",
 ]
 
 LLM_SPAN_TYPES = frozenset({"CHAT_MODEL", "LLM"})
@@ -67,13 +69,32 @@ _PERCENTILE = re.compile(r"p\d+(\.\d+)?")
 TraceValues = Mapping[str, float | None]
 
 
-def parse_metric_key(key: str) -> tuple[str, str]:
-    """Split ``latency_ms/p95`` into (metric, aggregation); raise ``ValueError`` naming what is valid."""
+def metric_info(metric: str) -> Metric:
+    """The built-in metric, or a scorer's (unitless, aggregated like any number; booleans are 0/1)."""
+    return METRICS.get(metric) or Metric(metric, "", description="scorer")
+
+
+def split_metric_key(key: str) -> tuple[str, str]:
+    """Split an already validated ``<metric>/<aggregation>`` key."""
+    metric, _, aggregation = key.partition("/")
+    return metric, aggregation
+
+
+def parse_metric_key(key: str, scorers: Collection[str] = ()) -> tuple[str, str]:
+    """Split ``latency_ms/p95`` into (metric, aggregation); raise ``ValueError`` naming what is valid.
+
+    ``scorers`` are the names of the config's scorers, which are metrics too.
+    """
     metric, sep, aggregation = key.partition("/")
     if not sep:
         raise ValueError(f"'{key}' is not '<metric>/<aggregation>' (e.g. latency_ms/p95)")
+    if metric not in METRICS and metric not in scorers:
+        known = ", ".join([*METRICS, *scorers])
+        raise ValueError(f"unknown metric '{metric}'; known: {known}")
     if metric not in METRICS:
-        raise ValueError(f"unknown metric '{metric}'; known: {', '.join(METRICS)}")
+        if aggregation not in AGGREGATIONS and not _PERCENTILE.fullmatch(aggregation):
+            raise ValueError(f"unknown aggregation '{aggregation}'; known: {', '.join(AGGREGATIONS)}, pNN")
+        return metric, aggregation
     if METRICS[metric].per_case:
         if aggregation not in CASE_AGGREGATIONS:
             raise ValueError(
@@ -198,7 +219,7 @@ def compute_metrics(rows: Sequence[TraceValues], keys: Sequence[str]) -> dict[st
                 columns.setdefault(name, []).append(value)
     out: dict[str, float | None] = {}
     for key in keys:
-        metric, aggregation = parse_metric_key(key)
+        metric, aggregation = split_metric_key(key)
         out[key] = aggregate(columns.get(metric, []), aggregation)
     return out
 

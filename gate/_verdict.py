@@ -61,6 +61,18 @@ class RegressionReport(_Out):
     candidate_trace_ids: list[str]
 
 
+class ScorerReport(_Out):
+    """How one scorer fared: values given, values missing (with the first reason), judge tokens, assessments."""
+
+    type: str
+    scored: int
+    missing: int
+    first_error: str | None = None
+    judge_input_tokens: int = Field(0, description="the judge's own tokens, never counted as the app's")
+    judge_output_tokens: int = 0
+    assessments_written: int = Field(0, description="feedback newly logged or overridden on the traces")
+
+
 class SpendReport(_Out):
     """What the run spent, including adaptive repeats."""
 
@@ -100,6 +112,7 @@ class Verdict(_Out):
     regressions: list[RegressionReport] = Field([], description="worst first; golden cases lead")
     unpaired_cases: dict[Literal["baseline_only", "candidate_only"], list[str]] = {}
     spend: SpendReport | None = None
+    scorers: dict[str, ScorerReport] = {}
     fingerprint: dict[str, str] = Field({}, description="hashes of what must match for a fair comparison")
     mlflow: MlflowReport | None = None
     timing: dict[str, Any] = {}
