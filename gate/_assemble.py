@@ -1,0 +1,164 @@
+"""Assemble the verdict from a finished session, and decide its status and exit code (pure but for closing runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from gate import __version__
+from gate._checks import CheckResult
+from gate._config import GateConfig
+from gate._dataset import Case
+from gate._errors import RunError
+from gate._evaluate import Evaluation
+from gate._runner import VARIANTS, CallResult
+from gate._scoring import ScorerStats
+from gate._secrets import redact
+from gate._traces import redact_uri
+from gate._verdict import (
+    CheckReport,
+    MlflowReport,
+    RegressionReport,
+    ScorerReport,
+    SpendReport,
+    VariantReport,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from gate._gate import RunOptions, _Session
+
+__all__ = ["build_verdict", "decide", "fingerprint"]
+
+
+def _first_errors(results: list[CallResult], limit: int = 3) -> list[str]:
+    seen: list[str] = []
+    for result in results:
+        if result.error and result.error not in seen:
+            seen.append(result.error)
+        if len(seen) == limit:
+            break
+    return seen
+
+
+def fingerprint(config: GateConfig, cases: list[Case]) -> dict[str, str]:
+    """Hashes of what must match for two sets of traces to be comparable."""
+
+    def digest(value: Any) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    dataset = digest([[c.id, c.inputs, c.expectations] for c in cases])
+    run = digest(config.run.model_dump(include={"timeout_s", "autolog"}))
+    return {
+        "dataset": dataset,
+        "run": run,
+        "baseline": digest([config.baseline.target, dataset, run]),
+        "candidate": digest([config.candidate.target, dataset, run]),
+    }
+
+
+def build_verdict(
+    session: _Session,
+    evaluation: Evaluation,
+    options: RunOptions,
+    endpoint: str,
+    stopped_because: str,
+    started: float,
+    started_at: str,
+) -> Verdict:
+    """Close the session's MLflow runs and assemble the verdict from everything the session gathered."""
+    config, store, run_ids = session.config, session.store, session.run_ids
+    results, rows, problems = session.results, session.rows, session.problems
+    failed = all(r.error for r in results)
+    for v in VARIANTS:
+        if v in run_ids:
+            store.finish_run(run_ids[v], evaluation.metrics[v], "FAILED" if failed or problems else "FINISHED")
+    variants = {
+        v: VariantReport(
+            label=config.label(v),
+            target=(config.baseline if v == "baseline" else config.candidate).target,
+            mlflow_run_id=run_ids.get(v),
+            calls=sum(r.call.variant == v for r in results),
+            traces=sum(row.trace_id is not None for row in rows if row.variant == v),
+            errors=sum(1 for row in rows if row.variant == v and row.values.get("error")),
+        )
+        for v in VARIANTS
+    }
+    status, exit_code, reason, error = decide(results, problems, evaluation)
+    return Verdict(
+        status=status,
+        exit_code=exit_code,
+        reason=reason,
+        error=redact(error) if error else None,
+        gate_version=__version__,
+        config=str(options.config_path),
+        endpoint=endpoint,
+        variants=variants,
+        metrics=evaluation.metrics,
+        checks=[_check_report(c) for c in evaluation.checks],
+        confidence=config.confidence,
+        regressions=[
+            RegressionReport(
+                **{
+                    **vars(r),
+                    "baseline_trace_ids": list(r.baseline_trace_ids),
+                    "candidate_trace_ids": list(r.candidate_trace_ids),
+                }
+            )
+            for r in evaluation.regressions[:20]
+        ],
+        unpaired_cases={
+            "baseline_only": list(evaluation.unpaired.baseline_only),
+            "candidate_only": list(evaluation.unpaired.candidate_only),
+        },
+        spend=SpendReport(
+            calls=len(results),
+            warmup_calls=session.warmup_calls,
+            rounds=session.rounds,
+            repeats_per_case=session.repeats,
+            cost_usd=session.cost(),
+            stopped_because=stopped_because,
+        ),
+        fingerprint=fingerprint(config, session.prepared.cases),
+        scorers={
+            s.name: ScorerReport(type=s.type, **vars(session.scorer_stats.get(s.name, ScorerStats())))
+            for s in config.scorers
+        },
+        mlflow=MlflowReport(
+            tracking_uri=redact_uri(store.tracking_uri),
+            experiment=config.experiment,
+            experiment_id=store.experiment_id,
+            session=session.session,
+        ),
+        timing={"started_at": started_at, "total_s": round(time.monotonic() - started, 3)},
+    )
+
+
+def decide(
+    results: list[CallResult], problems: list[str], evaluation: Evaluation
+) -> tuple[Literal["pass", "fail", "error"], int, str | None, str | None]:
+    """(status, exit code, reason, error) from the calls, the trace discrepancies and the checks.
+
+    Missing data outranks everything: a run with no usable data, missing traces, or a check without
+    values is an error (exit 3), never a pass and never a "regression". An inconclusive check counts
+    as its ``on_inconclusive`` says; a regression of a golden case fails the gate.
+    """
+    checks = evaluation.checks
+    if all(r.error for r in results):
+        first = " | ".join(_first_errors(results))
+        error = f"every call of both versions failed, so there is nothing to compare; first errors: {first}"
+        return "error", RunError.exit_code, "run", error
+    if problems:
+        return "error", RunError.exit_code, "run", "traces do not match the calls made: " + "; ".join(problems)
+    if missing := [c.metric for c in checks if c.status == "missing"]:
+        return "error", RunError.exit_code, "run", f"no data for {', '.join(missing)}; a check without data cannot pass"
+    failing = [c for c in checks if c.status == "fail" or (c.status == "inconclusive" and c.on_inconclusive == "fail")]
+    if failing or any(r.golden for r in evaluation.regressions):
+        return "fail", 1, None, None
+    return "pass", 0, None, None
+
+
+def _check_report(check: CheckResult) -> CheckReport:
+    return CheckReport(**{**vars(check), "message": redact(check.message)})
