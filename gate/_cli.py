@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
     validate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
 
+    score = commands.add_parser("score", help="re-score the traces of an earlier session; the app is not called")
+    score.add_argument("--session", required=True, help="the session id (the verdict's mlflow.session)")
+    score.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
+    score.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
+    score.add_argument("--report-only", action="store_true", help="exit 0 when checks fail")
+    score.add_argument("--simulate", action="store_true", help="serve judges from the built-in simulator")
+    score.add_argument("--tracking-uri", help="MLflow tracking URI")
+
     calibrate = commands.add_parser("calibrate", help="run the baseline against itself; propose bounds from the noise")
     calibrate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
     calibrate.add_argument("--rounds", type=int, default=3, help="A/A rounds (default 3)")
@@ -90,7 +98,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         # Nothing but the verdict reaches stdout: the app's and MLflow's prints go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            if args.dry_run:
+            if args.command == "score":
+                from gate._rescore import score_session
+
+                verdict = score_session(options, args.session)
+            elif args.dry_run:
                 plan = plan_gate(options)
                 real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
                 print(
@@ -99,7 +111,8 @@ def _run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 0
-            verdict = run_gate(options)
+            else:
+                verdict = run_gate(options)
     except GateError as exc:
         _print_error(exc)
         reason = "config" if isinstance(exc, ConfigError) else "run"
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             _emit(_error_verdict(str(exc), exc.exit_code, "config", None), sys.stdout, None)
         return exc.exit_code
     try:
-        if args.command == "run":
+        if args.command in ("run", "score"):
             return _run(args)
         if args.command == "validate":
             return _validate(args)

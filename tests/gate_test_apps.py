@@ -9,6 +9,8 @@ import time
 
 import mlflow
 import openai
+from mlflow.entities import Feedback
+from mlflow.genai.scorers import scorer
 
 _client: openai.OpenAI | None = None
 
@@ -61,3 +63,19 @@ def untraced_sometimes(question: str) -> str:
 @mlflow.trace(span_type="AGENT")
 def _traced(question: str) -> str:
     return _ask(question)
+
+
+@scorer
+def polite(outputs: str) -> Feedback:
+    """A user's MLflow scorer: the answer thanks the customer or says please."""
+    found = any(word in (outputs or "").lower() for word in ("thank", "please", "sorry"))
+    return Feedback(value=found, rationale="polite words found" if found else "no polite words")
+
+
+def answer_words(outputs: str, expectations: dict) -> int:
+    """A plain function taking some of MLflow's scorer arguments: the answer's length in words."""
+    return len((outputs or "").split())
+
+
+def broken_scorer(outputs: str) -> bool:
+    raise ValueError("this scorer has a bug")
