@@ -28,7 +28,7 @@ class Evaluation:
 
 
 def _metric_keys(config: GateConfig) -> list[str]:
-    keys = list(SUMMARY_KEYS)
+    keys = list(SUMMARY_KEYS) + [f"{s.name}/mean" for s in config.scorers]
     keys += [
         c.metric
         for c in config.checks

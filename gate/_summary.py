@@ -49,6 +49,9 @@ def render_summary(verdict: Verdict) -> str:
     unpaired = [f"{side}: {', '.join(ids)}" for side, ids in verdict.unpaired_cases.items() if ids]
     if unpaired:
         lines.append(f"  cases with data for one version only: {'; '.join(unpaired)}")
+    for name, report in verdict.scorers.items():
+        if report.missing and report.first_error:
+            lines.append(f"  warning: scorer '{name}' gave no value for {report.missing} traces: {report.first_error}")
     if verdict.spend:
         s = verdict.spend
         cost = f", ${s.cost_usd:.4g}" if s.cost_usd is not None else ""

@@ -1,0 +1,99 @@
+"""Scorers through `gate run` and `gate score`: real judges against the simulator, feedback on the stored traces."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+from conftest import QUESTIONS, Project
+
+SCORERS = [
+    {"name": "on_topic", "type": "contains"},
+    {"name": "polite", "target": "gate_test_apps:polite"},
+    {"name": "words", "target": "gate_test_apps:answer_words"},
+    {"name": "helpful", "type": "judge", "rubric": "Does the answer help the customer?"},
+    {
+        "name": "empathy",
+        "type": "mlflow",
+        "judge": "Guidelines",
+        "args": {"guidelines": "The response must show empathy for the customer."},
+    },
+]
+CASES = [
+    {"id": f"q{i}", "inputs": {"question": q}, "expectations": {"contains": [q.split()[-1].strip("?").lower()]}}
+    for i, q in enumerate(QUESTIONS)
+]
+
+
+def _feedback_counts(project: Project, verdict: dict) -> Counter[tuple[str, str]]:
+    mlflow.set_tracking_uri(f"sqlite:///{project.path / 'store' / 'mlflow.db'}")
+    traces = mlflow.search_traces(
+        locations=[verdict["mlflow"]["experiment_id"]],
+        filter_string=f"tags.`gate.session` = '{verdict['mlflow']['session']}'",
+        return_type="list",
+        include_spans=False,
+    )
+    return Counter(
+        (t.info.trace_id, a.name)
+        for t in traces
+        for a in t.info.assessments
+        if a.source.source_id.startswith("gate:") and a.valid is not False
+    )
+
+
+def test_scores_become_metrics_and_feedback_written_once(project: Project) -> None:
+    project.write_config(
+        cases=CASES,
+        scorers=SCORERS,
+        checks=[
+            {"metric": "on_topic/rate", "at_least": 0.5},
+            {"metric": "polite/rate", "max_decrease": 0.5},
+            {"metric": "words/mean", "max_increase_pct": 50},
+            {"metric": "helpful/rate", "max_decrease": 0.5},
+            {"metric": "empathy/mean", "max_decrease": 0.5},
+        ],
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code in (0, 1), result.stderr
+    verdict = result.verdict
+    traces = verdict["variants"]["baseline"]["traces"] + verdict["variants"]["candidate"]["traces"]
+    for name in ("on_topic", "polite", "words", "helpful", "empathy"):
+        report = verdict["scorers"][name]
+        assert report["scored"] == traces and report["missing"] == 0, (name, report)
+        assert verdict["metrics"]["candidate"][f"{name}/mean"] is not None
+    assert verdict["scorers"]["helpful"]["judge_input_tokens"] > 0
+    # Judge calls are not the app's: the app's token metrics come from its own traces only.
+    assert verdict["scorers"]["on_topic"]["judge_input_tokens"] == 0
+    counts = _feedback_counts(project, verdict)
+    assert len(counts) == traces * 5 and set(counts.values()) == {1}
+
+    # Re-scoring the same traces twice writes nothing new and calls no app.
+    session = verdict["mlflow"]["session"]
+    for _ in range(2):
+        again = project.gate("score", "--simulate", "--session", session)
+        assert again.code == verdict["exit_code"], again.stderr
+        assert again.verdict["spend"]["calls"] == 0
+        assert {s["assessments_written"] for s in again.verdict["scorers"].values()} == {0}
+        assert [c["candidate"] for c in again.verdict["checks"]] == [c["candidate"] for c in verdict["checks"]]
+    assert _feedback_counts(project, verdict) == counts
+
+
+def test_a_scorer_that_raises_leaves_its_check_missing_and_exits_3(project: Project) -> None:
+    project.write_config(
+        scorers=[{"name": "buggy", "target": "gate_test_apps:broken_scorer"}],
+        checks=[{"metric": "buggy/rate", "at_least": 0.5}, {"metric": "error/rate", "at_most": 0}],
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code == 3, result.stderr
+    verdict = result.verdict
+    assert verdict["checks"][0]["status"] == "missing"
+    assert verdict["scorers"]["buggy"]["first_error"] == "ValueError: this scorer has a bug"
+    assert "scorer 'buggy' gave no value for 12 traces: ValueError: this scorer has a bug" in result.stderr
+
+
+def test_score_on_an_unknown_session_exits_3(project: Project, tmp_path: Path) -> None:
+    project.write_config()
+    result = project.gate("score", "--session", "no-such-session")
+    assert result.code == 3
+    assert "no traces tagged gate.session = no-such-session" in result.verdict["error"]
