@@ -62,12 +62,33 @@ def _trace_ids(rows: Sequence[TraceRow]) -> tuple[str, ...]:
     return tuple(r.trace_id for r in rows if r.trace_id)
 
 
-def find_regressions(rows: Sequence[TraceRow], golden: frozenset[str] = frozenset()) -> list[Regression]:
-    """Cases that went from OK on every baseline repeat to ERROR on every candidate repeat, golden first."""
+def _pass_to_fail(b: list[TraceRow], c: list[TraceRow], score: str) -> bool:
+    """A 0/1 score that passed on every baseline repeat and failed on every candidate repeat."""
+    before = [r.values.get(score) for r in b]
+    after = [r.values.get(score) for r in c]
+    return bool(before) and bool(after) and all(v == 1 for v in before) and all(v == 0 for v in after)
+
+
+def find_regressions(
+    rows: Sequence[TraceRow], golden: frozenset[str] = frozenset(), scores: Sequence[str] = ()
+) -> list[Regression]:
+    """Cases the candidate made worse on every repeat: OK → ERROR, or a 0/1 score pass → fail. Golden first."""
     base, cand = _by_case(rows, "baseline"), _by_case(rows, "candidate")
     found = []
     for case_id in sorted(base.keys() & cand.keys()):
         b, c = base[case_id], cand[case_id]
+        for score in scores:
+            if _pass_to_fail(b, c, score):
+                found.append(
+                    Regression(
+                        case_id,
+                        f"{score}_pass_to_fail",
+                        f"{score} passed on {len(b)} baseline runs, failed on all {len(c)} candidate runs",
+                        case_id in golden,
+                        _trace_ids(b),
+                        _trace_ids(c),
+                    )
+                )
         if all(not r.values.get("error") for r in b) and all(r.values.get("error") for r in c):
             found.append(
                 Regression(

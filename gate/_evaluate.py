@@ -41,7 +41,7 @@ def evaluate(config: GateConfig, rows: Sequence[TraceRow], golden: frozenset[str
     """Compute metrics for both versions and decide every check."""
     keys = _metric_keys(config)
     metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
-    regressions = find_regressions(rows, golden)
+    regressions = find_regressions(rows, golden, [s.name for s in config.scorers])
     unpaired = unpaired_cases(rows)
     n_cases = len(
         {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
@@ -50,7 +50,7 @@ def evaluate(config: GateConfig, rows: Sequence[TraceRow], golden: frozenset[str
     for index, check in enumerate(config.checks):
         metric, aggregation = split_metric_key(check.metric)
         if metric_info(metric).per_case:
-            count = float(len(regressions))
+            count = float(len({r.case_id for r in regressions}))  # cases, not rules: one case may break several
             value = count if aggregation == "count" else (count / n_cases if n_cases else math.nan)
             checks.append(evaluate_check(check, None, None if math.isnan(value) else value))
             continue
