@@ -253,7 +253,8 @@ def load_config(path: str | Path) -> GateConfig:
     if type(raw.get("version")) is not int or raw.get("version") != 1:
         raise ConfigError(f"{path}: version: expected 1 (this gate reads config version 1), got {raw.get('version')!r}")
     try:
-        scorers = [s.get("name") for s in raw.get("scorers") or [] if isinstance(s, dict)]
+        listed = raw.get("scorers")
+        scorers = [s.get("name") for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
         return GateConfig.model_validate(raw, context={"scorers": scorers})
     except ValidationError as exc:
         problems = [f"{path}: {format_loc(tuple(e['loc']))}: {describe_error(e)}" for e in exc.errors()]

@@ -48,7 +48,10 @@ def _exact_match(cfg: m.ExactMatch) -> _Rule:
     def check(data: ScoreInput) -> bool | str:
         if not data.expectations or "expected" not in data.expectations:
             return "the case has no `expectations.expected`"
-        got, want = _text(data.outputs), _text(data.expectations["expected"])
+        expected = data.expectations["expected"]
+        if not isinstance(data.outputs, str) and not isinstance(expected, str):
+            return bool(data.outputs == expected)  # structured values compare as values, whatever the key order
+        got, want = _text(data.outputs), _text(expected)
         if cfg.strip:
             got, want = got.strip(), want.strip()
         return got == want if cfg.case_sensitive else got.casefold() == want.casefold()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -73,23 +74,30 @@ def to_score(value: Any, source_type: Literal["CODE", "LLM_JUDGE"] = "CODE") -> 
         value = value.value
     if error is not None:
         return Score(None, rationale, error, value, source_type)
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        try:  # numpy and pandas scalars (np.int64, np.bool_) become Python ones
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
     if isinstance(value, bool):
         return Score(1.0 if value else 0.0, rationale, None, value, source_type)
+    number: float | None = None
     if isinstance(value, (int, float)):
         number = float(value)
-        if number != number or number in (float("inf"), float("-inf")):
-            return Score(None, rationale, f"not a finite number: {value!r}", value, source_type)
-        return Score(number, rationale, None, value, source_type)
-    if isinstance(value, str):
+    elif isinstance(value, str):
         text = value.strip().lower()
         if text in _TRUE:
             return Score(1.0, rationale, None, value, source_type)
         if text in _FALSE:
             return Score(0.0, rationale, None, value, source_type)
         try:
-            return Score(float(text), rationale, None, value, source_type)
+            number = float(text)
         except ValueError:
-            pass
+            number = None
+    if number is not None:
+        if not math.isfinite(number):
+            return Score(None, rationale, f"not a finite number: {value!r}", value, source_type)
+        return Score(number, rationale, None, value, source_type)
     return Score(
         None, rationale, f"unusable value {value!r}: return a bool, a number, yes/no or a Feedback", value, source_type
     )

@@ -111,11 +111,15 @@ def _mlflow_call(scorer: Any) -> Callable[[ScoreInput], Any]:
 def _build_mlflow_judge(cfg: m.MlflowJudge) -> _Called:
     from mlflow.genai import scorers
 
+    def is_judge(candidate: Any) -> bool:
+        return isinstance(candidate, type) and issubclass(candidate, scorers.Scorer) and candidate is not scorers.Scorer
+
     cls = getattr(scorers, cfg.judge, None)
-    if cls is None or not isinstance(cls, type):
-        known = ", ".join(n for n in getattr(scorers, "__all__", []) if n[:1].isupper())
+    if not is_judge(cls):
+        known = ", ".join(n for n in getattr(scorers, "__all__", []) if is_judge(getattr(scorers, n, None)))
         raise ConfigError(f"scorers '{cfg.name}': MLflow has no judge '{cfg.judge}'; known: {known}")
     args = {"model": "openai:/gpt-4o-mini", **cfg.args}
+    assert cls is not None  # is_judge() said so
     try:
         judge = cls(name=cfg.name, **args)
     except Exception as exc:  # noqa: BLE001 - MLflow's validation error, reported as a config problem
@@ -130,11 +134,13 @@ def build_custom(cfg: m.Custom) -> _Called:
     target = import_target(cfg.target, f"scorers '{cfg.name}'.target", SEARCH_PATH)
     if hasattr(target, "run") and callable(target.run):  # an MLflow @scorer / Scorer instance
         return _Called(cfg.name, _mlflow_call(target), "CODE")
-    try:
-        accepted = set(inspect.signature(target).parameters)
-    except (TypeError, ValueError):
-        accepted = {"inputs", "outputs", "expectations", "trace"}
     allowed = {"inputs", "outputs", "expectations", "trace"}
+    try:
+        parameters = inspect.signature(target).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        accepted = allowed if takes_any else set(parameters)
+    except (TypeError, ValueError):
+        accepted = allowed
     if not accepted & allowed:
         raise ConfigError(f"scorers '{cfg.name}': {cfg.target} takes none of inputs, outputs, expectations, trace")
 

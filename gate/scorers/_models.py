@@ -72,6 +72,17 @@ class JsonSchema(_Scorer):
     type: Literal["json_schema"]
     json_schema: dict[str, Any] = Field(alias="schema")
 
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
