@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gate import __version__
@@ -16,8 +17,10 @@ from gate._evaluate import Evaluation
 from gate._runner import VARIANTS, CallResult
 from gate._scoring import ScorerStats
 from gate._secrets import redact
-from gate._traces import redact_uri
+from gate._traces import TraceRow, redact_uri
 from gate._verdict import (
+    CaseReport,
+    CaseSide,
     CheckReport,
     MlflowReport,
     RegressionReport,
@@ -122,6 +125,8 @@ def build_verdict(
             stopped_because=stopped_because,
         ),
         fingerprint=fingerprint(config, session.prepared.cases),
+        cases=case_reports(rows, session.prepared.cases, [s.name for s in config.scorers]),
+        distributions=distributions(rows, [s.name for s in config.scorers]),
         scorers={
             s.name: ScorerReport(type=s.type, **vars(session.scorer_stats.get(s.name, ScorerStats())))
             for s in config.scorers
@@ -134,6 +139,64 @@ def build_verdict(
         ),
         timing={"started_at": started_at, "total_s": round(time.monotonic() - started, 3)},
     )
+
+
+MAX_CASES = 1000
+CASE_METRICS = ("latency_ms", "total_tokens", "response_chars")
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def case_reports(rows: Sequence[TraceRow], cases: Sequence[Case], scores: Sequence[str]) -> list[CaseReport]:
+    """Both versions of every case side by side, in dataset order."""
+    metrics = [*CASE_METRICS, *scores]
+    grouped: dict[tuple[str, str], list[TraceRow]] = {}
+    for row in sorted(rows, key=lambda r: r.repeat):
+        grouped.setdefault((row.case_id, row.variant), []).append(row)
+
+    def side(runs: list[TraceRow] | None) -> CaseSide | None:
+        if not runs:
+            return None
+        values: dict[str, float | None] = {}
+        for name in metrics:
+            seen = [v for r in runs if (v := r.values.get(name)) is not None]
+            values[name] = sum(seen) / len(seen) if seen else None
+        output = next((r.output for r in runs if r.output is not None), None)
+        return CaseSide(
+            trace_ids=[r.trace_id for r in runs if r.trace_id],
+            errors=sum(1 for r in runs if r.values.get("error")),
+            output=redact(output) if output else output,
+            values=values,
+        )
+
+    return [
+        CaseReport(
+            case_id=case.id,
+            inputs={k: _json_safe(v) for k, v in case.inputs.items()},
+            golden=case.golden,
+            baseline=side(grouped.get((case.id, "baseline"))),
+            candidate=side(grouped.get((case.id, "candidate"))),
+        )
+        for case in cases[:MAX_CASES]
+    ]
+
+
+def distributions(rows: Sequence[TraceRow], scores: Sequence[str]) -> dict[str, dict[Any, list[float]]]:
+    """Per-trace values of the main metrics and scores, per version."""
+    out: dict[str, dict[Any, list[float]]] = {}
+    for name in (*CASE_METRICS, *scores):
+        per_variant = {
+            v: [value for r in rows if r.variant == v and (value := r.values.get(name)) is not None] for v in VARIANTS
+        }
+        if any(per_variant.values()):
+            out[name] = per_variant
+    return out
 
 
 def decide(

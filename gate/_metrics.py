@@ -25,8 +25,10 @@ __all__ = [
     "count_values",
     "extract_values",
     "metric_info",
+    "output_text",
     "parse_metric_key",
     "percentile",
+    "root_output",
     "split_metric_key",
 ]
 
@@ -174,14 +176,22 @@ def _cost(trace: Any, spans: Sequence[Any], pricing: Mapping[str, Any]) -> float
     return total
 
 
-def _response_chars(spans: Sequence[Any]) -> float | None:
+def root_output(spans: Sequence[Any]) -> Any:
+    """The app's answer: the root span's outputs (None when there is no root or no output)."""
     root = next((s for s in spans if getattr(s, "parent_id", None) is None), None)
-    if root is None:
-        return None
-    outputs = root.outputs
+    return None if root is None else root.outputs
+
+
+def output_text(outputs: Any) -> str | None:
+    """The answer as text: strings as they are, anything else as JSON."""
     if outputs is None:
         return None
-    return float(len(outputs if isinstance(outputs, str) else json.dumps(outputs, default=str)))
+    return outputs if isinstance(outputs, str) else json.dumps(outputs, default=str, ensure_ascii=False)
+
+
+def _response_chars(spans: Sequence[Any]) -> float | None:
+    text = output_text(root_output(spans))
+    return None if text is None else float(len(text))
 
 
 def extract_values(trace: Any, pricing: Mapping[str, Any] | None = None) -> dict[str, float | None]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gate._dataset import Case
+from gate._metrics import root_output
 from gate._secrets import redact
 from gate._traces import TraceRow
 from gate.scorers import Score, ScoreInput, Scorer
@@ -32,12 +33,6 @@ class ScorerStats:
     judge_input_tokens: int = 0
     judge_output_tokens: int = 0
     assessments_written: int = 0
-
-
-def _root_outputs(trace: Any) -> Any:
-    spans = getattr(trace.data, "spans", None) or []
-    root = next((s for s in spans if getattr(s, "parent_id", None) is None), None)
-    return None if root is None else root.outputs
 
 
 def _json_safe(value: Any) -> Any:
@@ -102,7 +97,7 @@ def score_rows(
     def work(row: TraceRow, scorer: Scorer) -> tuple[Score, bool]:
         trace = traces[row.trace_id or ""]
         case = cases[row.case_id]
-        data = ScoreInput(case.inputs, _root_outputs(trace), case.expectations, trace)
+        data = ScoreInput(case.inputs, root_output(getattr(trace.data, "spans", None) or []), case.expectations, trace)
         with mlflow.tracing.context(enabled=False):  # a judge's own LLM call is not a trace of the app
             try:
                 score = scorer(data)

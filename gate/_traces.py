@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gate._errors import RunError
-from gate._metrics import extract_values
+from gate._metrics import extract_values, output_text, root_output
 from gate._runner import Call, CallResult
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 TAG_PREFIX = "gate."
+OUTPUT_CHARS = 2000
 
 
 def prepare_environment() -> None:
@@ -71,6 +72,7 @@ class TraceRow:
     case_id: str
     repeat: int
     values: Mapping[str, float | None]
+    output: str | None = None  # the answer, cut to OUTPUT_CHARS, for reports
 
 
 class Store:
@@ -194,8 +196,16 @@ def match_traces(
             duplicated.append(key)
             continue
         trace = found[0]
+        text = output_text(root_output(getattr(trace.data, "spans", None) or []))
         rows.append(
-            TraceRow(trace.info.trace_id, call.variant, call.case.id, call.repeat, extract_values(trace, pricing))
+            TraceRow(
+                trace.info.trace_id,
+                call.variant,
+                call.case.id,
+                call.repeat,
+                extract_values(trace, pricing),
+                None if text is None else text[:OUTPUT_CHARS],
+            )
         )
     problems = []
     finished = sum(not r.timed_out for r in results)

@@ -84,6 +84,25 @@ class SpendReport(_Out):
     stopped_because: str = Field(description="all checks decided, or the cap that stopped adaptive repeats")
 
 
+class CaseSide(_Out):
+    """One version's runs of one case."""
+
+    trace_ids: list[str]
+    errors: int
+    output: str | None = Field(None, description="the first run's answer, cut to 2,000 characters")
+    values: dict[str, float | None] = Field({}, description="per-case means of the main metrics and scores")
+
+
+class CaseReport(_Out):
+    """A case, both versions side by side."""
+
+    case_id: str
+    inputs: dict[str, Any]
+    golden: bool = False
+    baseline: CaseSide | None = None
+    candidate: CaseSide | None = None
+
+
 class MlflowReport(_Out):
     """Where the traces are."""
 
@@ -113,6 +132,10 @@ class Verdict(_Out):
     unpaired_cases: dict[Literal["baseline_only", "candidate_only"], list[str]] = {}
     spend: SpendReport | None = None
     scorers: dict[str, ScorerReport] = {}
+    cases: list[CaseReport] = Field([], description="every case, both versions side by side (at most 1,000)")
+    distributions: dict[str, dict[Literal["baseline", "candidate"], list[float]]] = Field(
+        {}, description="per-trace values of the main metrics and scores, for charts"
+    )
     fingerprint: dict[str, str] = Field({}, description="hashes of what must match for a fair comparison")
     mlflow: MlflowReport | None = None
     timing: dict[str, Any] = {}
