@@ -17,6 +17,7 @@ from typing import NoReturn, TextIO
 
 from gate import __version__
 from gate._errors import ConfigError, GateError
+from gate._progress import Progress
 from gate._verdict import Verdict, render_json, verdict_schema, write_verdict
 
 __all__ = ["main"]
@@ -41,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="serve the app from the built-in OpenAI-compatible simulator"
     )
     run.add_argument("--tracking-uri", help="MLflow tracking URI (wins over MLFLOW_TRACKING_URI and the config)")
+    run.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        metavar="FORMAT[:PATH]",
+        help="also render the verdict: markdown, junit, github, html or json; to PATH, else to stderr (repeatable)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
     validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
     validate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
@@ -52,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--report-only", action="store_true", help="exit 0 when checks fail")
     score.add_argument("--simulate", action="store_true", help="serve judges from the built-in simulator")
     score.add_argument("--tracking-uri", help="MLflow tracking URI")
+    score.add_argument("--report", action="append", default=[], metavar="FORMAT[:PATH]", help="as for gate run")
+    score.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
 
     calibrate = commands.add_parser("calibrate", help="run the baseline against itself; propose bounds from the noise")
     calibrate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
@@ -76,7 +87,30 @@ def _error_verdict(error: str, exit_code: int, reason: str, config: Path | None)
     )
 
 
-def _emit(verdict: Verdict, stdout: TextIO, output: Path | None) -> None:
+def _parse_reports(specs: list[str]) -> list[tuple[str, Path | None]]:
+    from gate.reporters import REPORTERS
+
+    reports = []
+    for spec in specs:
+        name, _, path = spec.partition(":")
+        if name not in REPORTERS:
+            raise ConfigError(f"usage: --report {spec}: unknown format '{name}'; known: {', '.join(sorted(REPORTERS))}")
+        reports.append((name, Path(path) if path else None))
+    return reports
+
+
+def _emit(
+    verdict: Verdict, stdout: TextIO, output: Path | None, reports: list[tuple[str, Path | None]] | None = None
+) -> None:
+    from gate.reporters import REPORTERS
+
+    for name, path in reports or []:
+        text = REPORTERS[name](verdict)
+        if path is None:
+            sys.stderr.write(text)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
     stdout.write(render_json(verdict))
     stdout.flush()
     if output is not None:
@@ -95,7 +129,10 @@ def _run(args: argparse.Namespace) -> int:
 
     real_stdout = sys.stdout
     options = RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
+    reports: list[tuple[str, Path | None]] = []
+    progress = None if args.no_progress else Progress()
     try:
+        reports = _parse_reports(args.report)
         # Nothing but the verdict reaches stdout: the app's and MLflow's prints go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             if args.command == "score":
@@ -112,15 +149,15 @@ def _run(args: argparse.Namespace) -> int:
                 )
                 return 0
             else:
-                verdict = run_gate(options)
+                verdict = run_gate(options, progress=progress)
     except GateError as exc:
         _print_error(exc)
         reason = "config" if isinstance(exc, ConfigError) else "run"
-        _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output)
+        _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output, reports)
         return exc.exit_code
     except KeyboardInterrupt:
         print("gate: interrupted", file=sys.stderr)
-        _emit(_error_verdict("interrupted", 130, "interrupted", args.config), real_stdout, args.output)
+        _emit(_error_verdict("interrupted", 130, "interrupted", args.config), real_stdout, args.output, reports)
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug of ours: keep the traceback, still leave a verdict
         traceback.print_exc()
@@ -128,12 +165,13 @@ def _run(args: argparse.Namespace) -> int:
             _error_verdict(f"internal error: {type(exc).__name__}: {exc}", 3, "internal", args.config),
             real_stdout,
             args.output,
+            reports,
         )
         return 3
     if args.report_only and verdict.exit_code == 1:
         verdict = verdict.model_copy(update={"exit_code": 0, "report_only": True})
     sys.stderr.write(render_summary(verdict))
-    _emit(verdict, real_stdout, args.output)
+    _emit(verdict, real_stdout, args.output, reports)
     return verdict.exit_code
 
 

@@ -128,6 +128,8 @@ class _Session:
     def run_round(self, repeats: range) -> None:
         """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""
         calls = plan_calls(self.prepared.cases, repeats)
+        if self.progress is not None and hasattr(self.progress, "start"):
+            self.progress.start(len(calls), f"round {self.rounds + 1} (repeat {repeats.start + 1}..{repeats.stop})")
         cfg = self.config.run
         results = run_calls(
             calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, self.progress
