@@ -233,3 +233,30 @@ def test_calibrate_proposes_bounds_from_an_a_a_run(project: Project) -> None:
     assert metrics == ["latency_ms/median", "total_tokens/mean"]  # error/rate has no relative bound
     assert all(c["max_increase_pct"] > 0 for c in proposal["checks"])
     assert "2 A/A rounds of the baseline against itself, 6 cases x 1 repeats" in result.stdout
+
+
+def test_reports_are_written_where_asked_and_stdout_stays_the_verdict(project: Project) -> None:
+    project.write_config(candidate={"target": "gate_test_apps:flaky_agent"})
+    result = project.gate(
+        "run",
+        "--simulate",
+        "--report",
+        "markdown:out/report.md",
+        "--report",
+        "junit:out/junit.xml",
+        "--report",
+        "github",
+    )
+    assert result.code == 1, result.stderr
+    assert result.verdict["status"] == "fail"
+    assert "| ❌ fail | `error/rate` |" in (project.path / "out" / "report.md").read_text()
+    assert "<failure" in (project.path / "out" / "junit.xml").read_text()
+    assert "::error file=thresholds.yaml,title=gate%3A error/rate fail::" in result.stderr
+
+
+def test_unknown_report_format_exits_2_naming_the_known_ones(project: Project) -> None:
+    project.write_config()
+    result = project.gate("run", "--simulate", "--report", "pdf:x.pdf")
+    assert result.code == 2
+    assert "--report pdf:x.pdf: unknown format 'pdf'; known: github, html, json, junit, markdown" in result.stderr
+    assert result.verdict["status"] == "error"
