@@ -2,7 +2,7 @@
 
 Exit codes (public API): 0 pass (warnings allowed), 1 a check with severity error failed,
 2 usage or config error, 3 run error (infrastructure failure, missing data, trace count mismatch),
-130 interrupted. Whatever happens, ``gate run`` writes a parseable verdict to stdout and ``--output``.
+130 interrupted (143 on SIGTERM). Whatever happens, ``gate run`` writes a parseable verdict to stdout and ``--output``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -21,6 +23,14 @@ from gate._progress import Progress
 from gate._verdict import Verdict, render_json, verdict_schema, write_verdict
 
 __all__ = ["main"]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner cancelling the job), handled like Ctrl-C but exiting 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,10 +165,11 @@ def _run(args: argparse.Namespace) -> int:
         reason = "config" if isinstance(exc, ConfigError) else "run"
         _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output, reports)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("gate: interrupted", file=sys.stderr)
-        _emit(_error_verdict("interrupted", 130, "interrupted", args.config), real_stdout, args.output, reports)
-        return 130
+    except KeyboardInterrupt as exc:
+        code = 143 if isinstance(exc, _Terminated) else 130
+        print(f"gate: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
+        _emit(_error_verdict("interrupted", code, "interrupted", args.config), real_stdout, args.output, reports)
+        return code
     except Exception as exc:  # noqa: BLE001 - a bug of ours: keep the traceback, still leave a verdict
         traceback.print_exc()
         _emit(
@@ -218,6 +229,8 @@ def _calibrate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the command, return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = _parser().parse_args(argv)
     except ConfigError as exc:

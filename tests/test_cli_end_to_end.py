@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -260,3 +264,32 @@ def test_unknown_report_format_exits_2_naming_the_known_ones(project: Project) -
     assert result.code == 2
     assert "--report pdf:x.pdf: unknown format 'pdf'; known: github, html, json, junit, markdown" in result.stderr
     assert result.verdict["status"] == "error"
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_run_exits_with_its_code_and_leaves_a_verdict(project: Project, signum: int, code: int) -> None:
+    project.write_config(
+        baseline={"target": "gate_test_apps:slow_agent"},
+        candidate={"target": "gate_test_apps:slow_agent"},
+        run={"repeats": 20, "concurrency": 2},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project.path / 'store' / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gate", "run", "--simulate", "--output", "verdict.json"],
+        cwd=project.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first progress line means calls are in flight
+        if "round 1" in line:
+            break
+    proc.send_signal(signum)
+    stdout, _ = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    verdict = json.loads(stdout)
+    assert verdict["status"] == "error" and verdict["reason"] == "interrupted" and verdict["exit_code"] == code
+    assert json.loads((project.path / "verdict.json").read_text()) == verdict
