@@ -6,12 +6,7 @@ report can be rebuilt later from a saved verdict JSON.
 
 from __future__ import annotations
 
-from gate.reporters import _builtin  # noqa: F401 - importing registers the built-in formats
+from gate.reporters import _builtin, _html  # noqa: F401 - importing registers the built-in formats
 from gate.reporters._interface import REPORTERS, Reporter, register
-
-try:  # the HTML reporter lives in its own module
-    from gate.reporters import _html  # noqa: F401
-except ImportError:  # pragma: no cover - only while it is being written
-    pass
 
 __all__ = ["REPORTERS", "Reporter", "register"]
