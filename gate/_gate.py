@@ -129,7 +129,8 @@ class _Session:
         """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""
         calls = plan_calls(self.prepared.cases, repeats)
         if self.progress is not None and hasattr(self.progress, "start"):
-            self.progress.start(len(calls), f"round {self.rounds + 1} (repeat {repeats.start + 1}..{repeats.stop})")
+            label = f"round {self.rounds + 1} (repeat {repeats.start + 1}..{repeats.stop})"
+            self.progress.start(len(calls), label, self.cost() if self.rows else None)
         cfg = self.config.run
         results = run_calls(
             calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, self.progress

@@ -20,11 +20,13 @@ class Progress:
         self.interval_s = interval_s
         self.total = self.done = self.errors = 0
         self.label = ""
+        self.spent_usd: float | None = None
         self._started = self._last = time.monotonic()
 
-    def start(self, total: int, label: str) -> None:
-        """A new round of ``total`` calls."""
+    def start(self, total: int, label: str, spent_usd: float | None = None) -> None:
+        """A new round of ``total`` calls; ``spent_usd`` is what earlier rounds cost, where known."""
         self.total, self.done, self.label = total, 0, label
+        self.spent_usd = spent_usd
         self._last = time.monotonic() - self.interval_s  # print the first line at once
 
     def __call__(self, result: CallResult) -> None:
@@ -46,4 +48,5 @@ class Progress:
     def line(self) -> str:
         """``37/44 calls, 1 error, 12 s``."""
         errors = f"{self.errors} error{'s' if self.errors != 1 else ''}"
-        return f"{self.done}/{self.total} calls, {errors}, {time.monotonic() - self._started:.0f} s"
+        spent = f", ${self.spent_usd:.4g} spent before this round" if self.spent_usd else ""
+        return f"{self.done}/{self.total} calls, {errors}{spent}, {time.monotonic() - self._started:.0f} s"
