@@ -86,10 +86,11 @@ def build_verdict(
             calls=sum(r.call.variant == v for r in results),
             traces=sum(row.trace_id is not None for row in rows if row.variant == v),
             errors=sum(1 for row in rows if row.variant == v and row.values.get("error")),
+            retries=sum(r.attempts - 1 for r in results if r.call.variant == v),
         )
         for v in VARIANTS
     }
-    status, exit_code, reason, error = decide(results, problems, evaluation)
+    status, exit_code, reason, error = decide(results, problems, evaluation, config.run.max_error_rate)
     return Verdict(
         status=status,
         exit_code=exit_code,
@@ -200,7 +201,7 @@ def distributions(rows: Sequence[TraceRow], scores: Sequence[str]) -> dict[str, 
 
 
 def decide(
-    results: list[CallResult], problems: list[str], evaluation: Evaluation
+    results: list[CallResult], problems: list[str], evaluation: Evaluation, max_error_rate: float | None = None
 ) -> tuple[Literal["pass", "fail", "error"], int, str | None, str | None]:
     """(status, exit code, reason, error) from the calls, the trace discrepancies and the checks.
 
@@ -215,6 +216,14 @@ def decide(
         return "error", RunError.exit_code, "run", error
     if problems:
         return "error", RunError.exit_code, "run", "traces do not match the calls made: " + "; ".join(problems)
+    if max_error_rate is not None:
+        for variant in VARIANTS:
+            mine = [r for r in results if r.call.variant == variant]
+            rate = sum(1 for r in mine if r.error) / max(len(mine), 1)
+            if rate > max_error_rate:
+                first = " | ".join(_first_errors([r for r in mine if r.error]))
+                why = f"the {variant}'s error rate {rate:.1%} is above run.max_error_rate {max_error_rate:.1%}"
+                return "error", RunError.exit_code, "run", f"error budget exhausted: {why}; first errors: {first}"
     if missing := [c.metric for c in checks if c.status == "missing"]:
         return "error", RunError.exit_code, "run", f"no data for {', '.join(missing)}; a check without data cannot pass"
     failing = [c for c in checks if c.status == "fail" or (c.status == "inconclusive" and c.on_inconclusive == "fail")]

@@ -18,7 +18,7 @@ from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config
 from gate._dataset import Case, load_cases
 from gate._errors import RunError
 from gate._evaluate import Evaluation, evaluate, undecided
-from gate._runner import VARIANTS, Call, CallResult, Variant, import_target, plan_calls, run_calls
+from gate._runner import VARIANTS, Call, CallResult, RetryPolicy, Variant, import_target, plan_calls, run_calls
 from gate._scoring import ScorerStats, score_rows
 from gate._traces import TAG_PREFIX, TraceRow, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
 from gate._verdict import Verdict
@@ -103,8 +103,9 @@ class _Session:
     scorers: list[Scorer] = field(default_factory=list)
     scorer_stats: dict[str, ScorerStats] = field(default_factory=dict)
 
-    def context_for(self, call: Call) -> Any:
+    def context_for(self, call: Call, attempt: int = 0) -> Any:
         tags = {
+            f"{TAG_PREFIX}attempt": str(attempt),
             f"{TAG_PREFIX}session": self.session,
             f"{TAG_PREFIX}variant": call.variant,
             f"{TAG_PREFIX}label": self.config.label(call.variant),
@@ -132,8 +133,9 @@ class _Session:
             label = f"round {self.rounds + 1} (repeat {repeats.start + 1}..{repeats.stop})"
             self.progress.start(len(calls), label, self.cost() if self.rows else None)
         cfg = self.config.run
+        retry = RetryPolicy(cfg.retries, cfg.retry_backoff_s, cfg.retry_max_backoff_s)
         results = run_calls(
-            calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, self.progress
+            calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, self.progress, retry
         )
         traces = self.store.fetch_traces(self.session, repeats)
         rows, problems = match_traces(traces, results, self.config.pricing)

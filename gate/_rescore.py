@@ -36,7 +36,7 @@ def score_session(options: RunOptions, session_id: str) -> Verdict:
                 f"no traces tagged gate.session = {session_id} in experiment '{config.experiment}' at "
                 f"{store.tracking_uri}; the session id is in the verdict of the run (mlflow.session)"
             )
-        results: list[CallResult] = []
+        latest: dict[tuple[str, str, int], CallResult] = {}
         run_ids: dict[str, str | None] = {}
         unknown: set[str] = set()
         for trace in traces:
@@ -50,8 +50,13 @@ def score_session(options: RunOptions, session_id: str) -> Verdict:
                 continue
             state = getattr(trace.info.state, "value", trace.info.state)
             call = Call(variant, case, int(tags.get(f"{TAG_PREFIX}repeat", 0)))
-            results.append(CallResult(call, "the stored trace is in state ERROR" if state == "ERROR" else None))
+            attempts = int(tags.get(f"{TAG_PREFIX}attempt", 0)) + 1
+            key = (variant, case.id, call.repeat)
+            if key not in latest or latest[key].attempts < attempts:  # retried attempts: the last one counts
+                error = "the stored trace is in state ERROR" if state == "ERROR" else None
+                latest[key] = CallResult(call, error, attempts=attempts)
             run_ids.setdefault(variant, trace.info.trace_metadata.get("mlflow.sourceRun"))
+        results = list(latest.values())
         if unknown:
             raise RunError(
                 f"the session has traces of {len(unknown)} cases that are not in the dataset now "

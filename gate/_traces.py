@@ -171,6 +171,7 @@ def match_traces(
     so it becomes an error row with no trace. Anything else is a problem the caller must not ignore.
     """
     by_key: dict[str, list[Any]] = {}
+    final_attempt = {_key(r.call.variant, r.call.case.id, r.call.repeat): r.attempts - 1 for r in results}
     for trace in traces:
         tags = trace.info.tags
         key = _key(
@@ -178,6 +179,9 @@ def match_traces(
             tags.get(f"{TAG_PREFIX}case_id", "?"),
             int(tags.get(f"{TAG_PREFIX}repeat", -1)),
         )
+        attempt = int(tags.get(f"{TAG_PREFIX}attempt", 0))
+        if attempt < final_attempt.get(key, 0):
+            continue  # an attempt that failed transiently and was retried: the last attempt is the data point
         by_key.setdefault(key, []).append(trace)
     rows: list[TraceRow] = []
     missing: list[str] = []

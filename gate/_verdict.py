@@ -28,6 +28,7 @@ class VariantReport(_Out):
     calls: int = Field(description="calls made")
     traces: int = Field(description="traces found in the store for those calls")
     errors: int = Field(description="calls that raised, timed out or left an ERROR trace")
+    retries: int = Field(0, description="attempts re-run after a transient provider error (429, 5xx, reset)")
 
 
 class CheckReport(_Out):

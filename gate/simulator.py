@@ -17,11 +17,13 @@ import json
 import math
 import random
 import re
+import socket
+import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -48,6 +50,11 @@ class SimulatorSettings:
     latency_sigma: float = 0.15
     error_rate: float = 0.0
     model: str = "gpt-4o-mini"
+    # Per-request probability of each injected provider fault (see FAULTS).
+    faults: Mapping[str, float] = field(default_factory=dict)
+
+
+FAULTS = ("rate_limit", "rate_limit_no_retry_after", "server_error", "unavailable", "reset", "hang", "truncated")
 
 
 def _count_tokens(text: str) -> int:
@@ -70,6 +77,8 @@ class Simulator:
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}
         self.requests = 0
+        self._fault_draws = 0
+        self.closing = threading.Event()  # releases hung requests when the server stops
 
     def _rng(self, body: dict[str, Any]) -> random.Random:
         # The same request repeated gets fresh noise, but the sequence is fixed by the seed.
@@ -80,6 +89,18 @@ class Simulator:
             self._seen[key] = occurrence + 1
         digest = hashlib.sha256(f"{self.settings.seed}|{occurrence}|{key}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def pick_fault(self) -> str | None:
+        """The fault to inject into the next request, if any (deterministic in request order for a seed)."""
+        with self._lock:
+            self._fault_draws += 1
+            draw = random.Random(f"{self.settings.seed}/fault/{self._fault_draws}").random()
+        for kind in FAULTS:
+            probability = self.settings.faults.get(kind, 0.0)
+            if draw < probability:
+                return kind
+            draw -= probability
+        return None
 
     def complete(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
         """Return (HTTP status, JSON body, seconds to wait before answering)."""
@@ -175,15 +196,41 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass  # request logs would drown the gate's own output
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _send(self, status: int, payload: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            if status == 429:
-                self.send_header("Retry-After", "0")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+
+        def _inject(self, fault: str) -> None:
+            """Fail this request the way providers and networks do."""
+            if fault == "rate_limit":  # OpenAI sends both; the SDK and the gate read retry-after-ms first
+                headers = {"Retry-After": "1", "retry-after-ms": "100"}
+                self._send(429, _error("simulated rate limit", "rate_limit_exceeded"), headers)
+            elif fault == "rate_limit_no_retry_after":
+                self._send(429, _error("simulated rate limit", "rate_limit_exceeded"))
+            elif fault == "server_error":
+                self._send(500, _error("simulated server error", "server_error"))
+            elif fault == "unavailable":
+                self._send(503, _error("simulated overload", "service_unavailable"))
+            elif fault == "reset":  # close with RST instead of FIN: the client sees "connection reset by peer"
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+            elif fault == "hang":  # never answer (until the server stops)
+                sim.closing.wait(3600)
+                self.close_connection = True
+            elif fault == "truncated":  # promise a whole body, send half of it, hang up
+                data = json.dumps({"id": "x", "object": "chat.completion", "choices": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.close_connection = True
 
         def do_GET(self) -> None:
             if self.path.rstrip("/").endswith("/models"):
@@ -203,6 +250,9 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw)
             except ValueError:
                 self._send(400, _error("request body is not JSON", "invalid_request_error"))
+                return
+            if fault := sim.pick_fault():
+                self._inject(fault)
                 return
             status, payload, delay = sim.complete(body if isinstance(body, dict) else {})
             if delay > 0:
@@ -227,6 +277,7 @@ def running_simulator(settings: SimulatorSettings | None = None) -> Iterator[str
     try:
         yield f"http://127.0.0.1:{server.server_port}/v1"
     finally:
+        sim.closing.set()
         server.shutdown()
         server.server_close()
 
