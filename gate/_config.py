@@ -52,6 +52,10 @@ class RunConfig(_Strict):
     concurrency: int = Field(4, ge=1, le=256)
     timeout_s: float = Field(120.0, gt=0)
     autolog: bool = True  # turn on mlflow.openai.autolog so OpenAI calls become CHAT_MODEL spans with usage
+    retries: int = Field(2, ge=0, le=10, description="re-runs of a call that failed with a transient provider error")
+    retry_backoff_s: float = Field(0.5, ge=0, description="first backoff; doubles per retry, with jitter")
+    retry_max_backoff_s: float = Field(30.0, ge=0, description="cap on one wait, Retry-After included")
+    max_error_rate: float | None = Field(None, ge=0, le=1, description="exit 3 when a version's error rate is above")
     warmup: bool = True  # one call per version first, kept out of the data: first calls pay for clients and imports
 
 
@@ -121,6 +125,10 @@ class SimulatorConfig(_Strict):
     ms_per_token: float = Field(0.3, ge=0)
     latency_sigma: float = Field(0.15, ge=0, le=3)
     error_rate: float = Field(0.0, ge=0, le=1)
+    faults: dict[
+        Literal["rate_limit", "rate_limit_no_retry_after", "server_error", "unavailable", "reset", "hang", "truncated"],
+        float,
+    ] = Field({}, description="per-request probability of each injected provider fault")
 
 
 class GateConfig(_Strict):

@@ -193,7 +193,8 @@ def test_misspelled_run_key_lists_run_keys(tmp_path: Path) -> None:
     path = config_with(tmp_path, run={"repeat": 3})
     assert problems(path) == [
         f"{path}: run.repeat: unknown key; valid keys here: "
-        "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog, warmup"
+        "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog, retries, retry_backoff_s, "
+        "retry_max_backoff_s, max_error_rate, warmup"
     ]
 
 
