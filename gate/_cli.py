@@ -167,8 +167,17 @@ def _run(args: argparse.Namespace) -> int:
         return exc.exit_code
     except KeyboardInterrupt as exc:
         code = 143 if isinstance(exc, _Terminated) else 130
-        print(f"gate: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
-        _emit(_error_verdict("interrupted", code, "interrupted", args.config), real_stdout, args.output, reports)
+        partial = getattr(exc, "partial", None)
+        message = "interrupted" if code == 130 else "terminated (SIGTERM)"
+        if partial:
+            calls, errors = partial["calls"], partial["errors"]
+            message += (
+                f" after {calls['baseline']} baseline and {calls['candidate']} candidate calls"
+                f" ({errors['baseline']} and {errors['candidate']} errors); their traces are in session"
+                f" {partial['session']} (experiment {partial['experiment_id']})"
+            )
+        print(f"gate: {message}", file=sys.stderr)
+        _emit(_error_verdict(message, code, "interrupted", args.config), real_stdout, args.output, reports)
         return code
     except Exception as exc:  # noqa: BLE001 - a bug of ours: keep the traceback, still leave a verdict
         traceback.print_exc()

@@ -100,6 +100,7 @@ class _Session:
     rounds: int = 0
     repeats: int = 0
     warmup_calls: int = 0
+    in_round: list[CallResult] = field(default_factory=list)  # calls finished in the round under way
     scorers: list[Scorer] = field(default_factory=list)
     scorer_stats: dict[str, ScorerStats] = field(default_factory=dict)
 
@@ -134,9 +135,17 @@ class _Session:
             self.progress.start(len(calls), label, self.cost() if self.rows else None)
         cfg = self.config.run
         retry = RetryPolicy(cfg.retries, cfg.retry_backoff_s, cfg.retry_max_backoff_s)
+        self.in_round = []
+
+        def record(result: CallResult) -> None:
+            self.in_round.append(result)
+            if self.progress is not None:
+                self.progress(result)
+
         results = run_calls(
-            calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, self.progress, retry
+            calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, record, retry
         )
+        self.in_round = []
         traces = self.store.fetch_traces(self.session, repeats)
         rows, problems = match_traces(traces, results, self.config.pricing)
         rows = score_rows(
@@ -153,6 +162,16 @@ class _Session:
         self.problems += problems
         self.rounds += 1
         self.repeats = repeats.stop
+
+    def partial_report(self) -> dict[str, Any]:
+        """What an interrupted run did so far: calls finished per version, and where their traces are."""
+        done = self.results + self.in_round
+        return {
+            "session": self.session,
+            "experiment_id": self.store.experiment_id,
+            "calls": {v: sum(r.call.variant == v for r in done) for v in VARIANTS},
+            "errors": {v: sum(r.call.variant == v and r.error is not None for r in done) for v in VARIANTS},
+        }
 
     def cost(self) -> float | None:
         """The app's spend so far, or None when some trace's cost is unknown."""
@@ -213,15 +232,33 @@ def run_gate(
         session = _Session(config, prepared, store, session_id, run_ids, progress)
         session.scorers = build_scorers(config.scorers, _search_path(options))
         golden = frozenset(c.id for c in prepared.cases if c.golden)
-        if config.run.warmup:
-            session.warm_up()
-        session.run_round(range(config.run.repeats))
-        evaluation = evaluate(config, session.rows, golden)
-        # Adaptive repeats: one more repeat of every case per round while a check is undecided and the caps allow.
-        while (stopped_because := session.why_stop(evaluation)) is None:
-            session.run_round(range(session.repeats, session.repeats + 1))
-            evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # fresh resamples per look
+        try:
+            if config.run.warmup:
+                session.warm_up()
+            session.run_round(range(config.run.repeats))
+            evaluation = evaluate(config, session.rows, golden)
+            # Adaptive repeats: one more repeat of every case per round while a check is undecided and caps allow.
+            while (stopped_because := session.why_stop(evaluation)) is None:
+                session.run_round(range(session.repeats, session.repeats + 1))
+                evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # fresh resamples per look
+        except KeyboardInterrupt as exc:
+            exc.partial = session.partial_report()  # type: ignore[attr-defined]  # read by the CLI's verdict
+            _flush_traces(deadline_s=3.0)
+            raise
     return build_verdict(session, evaluation, options, endpoint, stopped_because, started, started_at)
+
+
+def _flush_traces(deadline_s: float) -> None:
+    """Write the traces still queued for export, waiting at most ``deadline_s`` (a cancelled job must exit soon)."""
+    import threading
+
+    import mlflow
+
+    if os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "").lower() not in ("true", "1"):
+        return
+    flusher = threading.Thread(target=mlflow.flush_trace_async_logging, name="gate-flush", daemon=True)
+    flusher.start()
+    flusher.join(deadline_s)
 
 
 def _enable_openai_autolog() -> None:

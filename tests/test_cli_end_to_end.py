@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -292,4 +293,10 @@ def test_a_signal_mid_run_exits_with_its_code_and_leaves_a_verdict(project: Proj
     assert proc.returncode == code
     verdict = json.loads(stdout)
     assert verdict["status"] == "error" and verdict["reason"] == "interrupted" and verdict["exit_code"] == code
+    assert re.search(
+        r"after \d+ baseline and \d+ candidate calls \(\d+ and \d+ errors\); their traces", verdict["error"]
+    )
     assert json.loads((project.path / "verdict.json").read_text()) == verdict
+    # The store is still usable: a second run on it completes.
+    project.write_config(run={"repeats": 1, "max_repeats": 1})
+    assert project.gate("run", "--simulate").code == 0
