@@ -18,6 +18,7 @@ from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config
 from gate._dataset import Case, load_cases
 from gate._errors import RunError
 from gate._evaluate import Evaluation, evaluate, undecided
+from gate._redaction import install_span_redaction
 from gate._runner import VARIANTS, Call, CallResult, RetryPolicy, Variant, import_target, plan_calls, run_calls
 from gate._scoring import ScorerStats, score_rows
 from gate._traces import TAG_PREFIX, TraceRow, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
@@ -221,6 +222,7 @@ def run_gate(
         store = open_store(tracking_uri, config.experiment)
         if config.run.autolog:
             _enable_openai_autolog()
+        install_span_redaction()
         session_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         run_ids: dict[Variant, str] = {
             v: store.start_run(

@@ -251,6 +251,10 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, _error("request body is not JSON", "invalid_request_error"))
                 return
+            key = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+            if key.startswith("sk-reject"):  # a revoked key; the message echoes it, as careless providers do
+                self._send(401, _error(f"Incorrect API key provided: {key}", "invalid_api_key"))
+                return
             if fault := sim.pick_fault():
                 self._inject(fault)
                 return
