@@ -1,5 +1,5 @@
 """``python -m gate``: the same as the ``gate`` command."""
 
-from gate._cli import main
+from gate._cli import entry
 
-raise SystemExit(main())
+entry()

@@ -87,6 +87,7 @@ def build_verdict(
             traces=sum(row.trace_id is not None for row in rows if row.variant == v),
             errors=sum(1 for row in rows if row.variant == v and row.values.get("error")),
             retries=sum(r.attempts - 1 for r in results if r.call.variant == v),
+            first_errors=[redact(e) for e in _first_errors([r for r in results if r.call.variant == v])],
         )
         for v in VARIANTS
     }

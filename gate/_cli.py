@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -133,11 +134,26 @@ def _print_error(exc: GateError) -> None:
         print(f"{type(exc).__name__}: {line}", file=sys.stderr)
 
 
+def _claim_stdout() -> TextIO:
+    """Keep file descriptor 1 for the verdict: the app's writes below ``sys.stdout`` (``os.write(1, ...)``,
+    C extensions, child processes) go to stderr instead. Returns the stream to write the verdict to."""
+    stdout: TextIO = sys.stdout
+    if id(stdout) != id(sys.__stdout__):  # stdout was replaced (pytest capture, an embedding app): leave fds alone
+        return stdout
+    try:
+        stdout.flush()
+        verdict_fd = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:
+        return stdout
+    return os.fdopen(verdict_fd, "w", encoding="utf-8")
+
+
 def _run(args: argparse.Namespace) -> int:
     from gate._gate import RunOptions, plan_gate, run_gate
     from gate._summary import render_summary
 
-    real_stdout = sys.stdout
+    real_stdout = _claim_stdout()
     options = RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
     reports: list[tuple[str, Path | None]] = []
     progress = None if args.no_progress else Progress()
@@ -233,6 +249,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     cases = (first.variants["baseline"].calls // max(config.run.repeats, 1)) if first.variants else 0
     real_stdout.write(render_proposal(measure_noise(config, verdicts), args.rounds, cases, config.run.repeats))
     return 0
+
+
+def entry() -> None:
+    """The console script: run ``main``, then exit even if the app left non-daemon threads running."""
+    code = main()
+    leftovers = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if leftovers:
+        names = ", ".join(sorted({t.name for t in leftovers}))
+        print(
+            f"gate: warning: the app left {len(leftovers)} threads running ({names}); exiting anyway", file=sys.stderr
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

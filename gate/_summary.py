@@ -24,6 +24,9 @@ def render_summary(verdict: Verdict) -> str:
             f"  baseline {b.label}: {b.calls} calls, {b.errors} errors"
             f" · candidate {c.label}: {c.calls} calls, {c.errors} errors"
         )
+        for variant in (b, c):
+            for error in variant.first_errors:
+                lines.append(f"  {variant.label} error: {error}")
     if verdict.checks:
         rows = [("status", "check", "baseline", "candidate", "delta", "bound")]
         for check in verdict.checks:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,15 +89,18 @@ class Store:
             db_path.parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=self._artifact_location()
-                )
-            else:
-                self.experiment_id = found.experiment_id
+            # Two gates opening a new SQLite store at once race in MLflow's schema migrations and in creating
+            # the experiment; a file lock next to the database serialises just this part.
+            with _sqlite_lock(tracking_uri):
+                self.client = MlflowClient(tracking_uri)
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=self._artifact_location()
+                    )
+                else:
+                    self.experiment_id = found.experiment_id
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
             raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {exc}") from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
@@ -153,6 +156,26 @@ class Store:
         return list(traces)
 
 
+@contextmanager
+def _sqlite_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` for a SQLite store (no-op elsewhere, and where fcntl is missing)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent first runs may race there
+        yield
+        return
+    lock_path = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_store(tracking_uri: str, experiment: str) -> Store:
     """Open (and create if needed) the store and the experiment."""
     return Store(tracking_uri, experiment)
@@ -201,13 +224,16 @@ def match_traces(
             continue
         trace = found[0]
         text = output_text(root_output(getattr(trace.data, "spans", None) or []))
+        values = extract_values(trace, pricing)
+        if result.error is not None:  # SystemExit/KeyboardInterrupt leave an OK trace: the call still failed
+            values["error"] = 1.0
         rows.append(
             TraceRow(
                 trace.info.trace_id,
                 call.variant,
                 call.case.id,
                 call.repeat,
-                extract_values(trace, pricing),
+                values,
                 None if text is None else text[:OUTPUT_CHARS],
             )
         )

@@ -29,6 +29,7 @@ class VariantReport(_Out):
     traces: int = Field(description="traces found in the store for those calls")
     errors: int = Field(description="calls that raised, timed out or left an ERROR trace")
     retries: int = Field(0, description="attempts re-run after a transient provider error (429, 5xx, reset)")
+    first_errors: list[str] = Field([], description="up to 3 distinct error messages of this version's calls")
 
 
 class CheckReport(_Out):
