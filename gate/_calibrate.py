@@ -49,16 +49,19 @@ def _nice_ceil(value: float) -> float:
 
 
 def _directional(check: CheckReport, name: str) -> tuple[float, float] | None:
-    """(point change, interval end) in the direction the bound limits, in the bound's unit."""
+    """(point change, interval end) of an A/A round, in the bound's unit, as magnitudes.
+
+    In A/A the direction of a change is chance; the noise is how far from zero it strays either way, so the
+    proposal uses the larger of both interval ends (and never proposes a bound of 0 because one round fell).
+    """
     pct = name.endswith("_pct")
     point = check.delta_pct if pct else check.delta
     if point is None:
         return None
-    sign = 1 if name.startswith("max_increase") else -1
-    end = sign * point
+    end = abs(point)
     if check.ci_of == ("delta_pct" if pct else "delta") and check.ci_low is not None and check.ci_high is not None:
-        end = check.ci_high if sign > 0 else -check.ci_low
-    return sign * point, end
+        end = max(abs(check.ci_low), abs(check.ci_high))
+    return abs(point), end
 
 
 def measure_noise(config: GateConfig, verdicts: Sequence[Verdict]) -> list[Noise]:
@@ -85,7 +88,7 @@ def render_proposal(noise: Sequence[Noise], rounds: int, cases: int, repeats: in
     ]
     for n in noise:
         unit = "%" if n.bound_name.endswith("_pct") else ""
-        evidence = f"A/A worst change {n.worst_point:+.3g}{unit}, interval end {n.worst_interval:+.3g}{unit}"
+        evidence = f"A/A worst change ±{n.worst_point:.3g}{unit}, intervals reached ±{n.worst_interval:.3g}{unit}"
         lines.append(f"  - metric: {n.metric}  # {evidence}; configured {n.current:g}")
         lines.append(f"    {n.bound_name}: {n.proposed:g}")
     return "\n".join(lines) + "\n"
