@@ -28,6 +28,7 @@ from gate._verdict import (
     SpendReport,
     VariantReport,
     Verdict,
+    json_safe,
 )
 
 if TYPE_CHECKING:
@@ -147,14 +148,6 @@ MAX_CASES = 1000
 CASE_METRICS = ("latency_ms", "total_tokens", "response_chars")
 
 
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def case_reports(rows: Sequence[TraceRow], cases: Sequence[Case], scores: Sequence[str]) -> list[CaseReport]:
     """Both versions of every case side by side, in dataset order."""
     metrics = [*CASE_METRICS, *scores]
@@ -180,7 +173,7 @@ def case_reports(rows: Sequence[TraceRow], cases: Sequence[Case], scores: Sequen
     return [
         CaseReport(
             case_id=case.id,
-            inputs={k: _json_safe(v) for k, v in case.inputs.items()},
+            inputs={k: json_safe(v) for k, v in case.inputs.items()},
             golden=case.golden,
             baseline=side(grouped.get((case.id, "baseline"))),
             candidate=side(grouped.get((case.id, "candidate"))),

@@ -6,7 +6,6 @@ off, so they neither appear as traces of the app nor count towards its tokens.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -16,6 +15,7 @@ from gate._dataset import Case
 from gate._metrics import root_output
 from gate._secrets import redact
 from gate._traces import TraceRow
+from gate._verdict import json_safe
 from gate.scorers import Score, ScoreInput, Scorer
 
 __all__ = ["SOURCE_PREFIX", "ScorerStats", "score_rows"]
@@ -35,21 +35,13 @@ class ScorerStats:
     assessments_written: int = 0
 
 
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def _write_assessment(trace: Any, scorer: Scorer, score: Score, session: str) -> bool:
     """Log the score on its trace once: skip when the gate already wrote this value, override when it changed."""
     import mlflow
     from mlflow.entities import AssessmentSource
 
     source = AssessmentSource(source_type=score.source_type, source_id=f"{SOURCE_PREFIX}{scorer.name}")
-    value = _json_safe(score.raw if score.raw is not None else score.value)
+    value = json_safe(score.raw if score.raw is not None else score.value)
     mine = [
         a
         for a in (getattr(trace.info, "assessments", None) or [])

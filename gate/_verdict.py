@@ -164,6 +164,15 @@ def write_verdict(verdict: Verdict, path: Path) -> None:
         raise
 
 
+def json_safe(value: Any) -> Any:
+    """The value itself when JSON can hold it, else its text (for inputs and scores echoed into the verdict)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def render_json(verdict: Verdict) -> str:
     """The verdict as indented JSON with a trailing newline."""
     return json.dumps(verdict.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
