@@ -48,12 +48,16 @@ def _first_errors(results: list[CallResult], limit: int = 3) -> list[str]:
 
 
 def fingerprint(config: GateConfig, cases: list[Case]) -> dict[str, str]:
-    """Hashes of what must match for two sets of traces to be comparable."""
+    """Hashes of what must match for two sets of traces to be comparable.
+
+    The dataset hash covers case ids and inputs (what produced the traces), not expectations: those only feed
+    scorers, and re-scoring with new expectations is what ``gate score`` is for.
+    """
 
     def digest(value: Any) -> str:
         return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    dataset = digest([[c.id, c.inputs, c.expectations] for c in cases])
+    dataset = digest([[c.id, c.inputs] for c in cases])
     run = digest(config.run.model_dump(include={"timeout_s", "autolog"}))
     return {
         "dataset": dataset,

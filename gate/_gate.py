@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gate._assemble import build_verdict
+from gate._assemble import build_verdict, fingerprint
 from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config
 from gate._dataset import Case, load_cases
 from gate._errors import RunError
@@ -224,10 +224,17 @@ def run_gate(
             _enable_openai_autolog()
         install_span_redaction()
         session_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        prints = fingerprint(config, prepared.cases)
         run_ids: dict[Variant, str] = {
             v: store.start_run(
                 f"gate-{session_id}-{v}",
-                {f"{TAG_PREFIX}session": session_id, f"{TAG_PREFIX}variant": v, f"{TAG_PREFIX}label": config.label(v)},
+                {
+                    f"{TAG_PREFIX}session": session_id,
+                    f"{TAG_PREFIX}variant": v,
+                    f"{TAG_PREFIX}label": config.label(v),
+                    f"{TAG_PREFIX}fingerprint.dataset": prints["dataset"],
+                    f"{TAG_PREFIX}fingerprint.target": prints[v],
+                },
             )
             for v in VARIANTS
         }

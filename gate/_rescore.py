@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Any
 
-from gate._assemble import build_verdict
-from gate._config import DEFAULT_TRACKING_URI, load_config
-from gate._dataset import load_cases
+from gate._assemble import build_verdict, fingerprint
+from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config
+from gate._dataset import Case, load_cases
 from gate._errors import RunError
 from gate._evaluate import evaluate
 from gate._gate import Prepared, RunOptions, _endpoint, _search_path, _Session
@@ -18,6 +19,28 @@ from gate._verdict import Verdict
 from gate.scorers import build_scorers
 
 __all__ = ["score_session"]
+
+
+def _check_comparable(store: Any, config: GateConfig, cases: list[Case], run_ids: dict[str, str | None]) -> None:
+    """The session's traces must come from the dataset and targets the config names now (exit 3 if not)."""
+    now = fingerprint(config, cases)
+    recorded = {v: store.client.get_run(run_id).data.tags for v, run_id in run_ids.items() if run_id}
+    datasets = {tags.get(f"{TAG_PREFIX}fingerprint.dataset") for tags in recorded.values()} - {None}
+    if datasets and datasets != {now["dataset"]}:
+        raise RunError(
+            "cannot re-score: the dataset's case ids or inputs changed since the session ran (fingerprint "
+            f"{', '.join(sorted(datasets))} then, {now['dataset']} now); re-score with the dataset the session ran on"
+        )
+    changed = [
+        f"{v} (fingerprint {then} then, {now[v]} now)"
+        for v, tags in sorted(recorded.items())
+        if (then := tags.get(f"{TAG_PREFIX}fingerprint.target")) is not None and then != now[v]
+    ]
+    if changed:
+        raise RunError(
+            f"cannot re-score: the target or run settings of {'; '.join(changed)} changed since the session ran; "
+            "the traces belong to the versions the session ran"
+        )
 
 
 def score_session(options: RunOptions, session_id: str) -> Verdict:
@@ -62,6 +85,7 @@ def score_session(options: RunOptions, session_id: str) -> Verdict:
                 f"the session has traces of {len(unknown)} cases that are not in the dataset now "
                 f"(e.g. {', '.join(sorted(unknown)[:3])}); re-score with the dataset the session ran on"
             )
+        _check_comparable(store, config, cases, run_ids)
         rows, problems = match_traces(traces, results, config.pricing)
         session = _Session(config, Prepared(config, cases, {}), store, session_id, {}, None)
         session.results, session.problems = results, problems

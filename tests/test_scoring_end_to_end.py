@@ -97,3 +97,30 @@ def test_score_on_an_unknown_session_exits_3(project: Project, tmp_path: Path) -
     result = project.gate("score", "--session", "no-such-session")
     assert result.code == 3
     assert "no traces tagged gate.session = no-such-session" in result.verdict["error"]
+
+
+def test_score_refuses_traces_of_other_inputs_or_targets(project: Project) -> None:
+    project.write_config(cases=CASES, scorers=[SCORERS[0]], checks=[{"metric": "on_topic/rate", "at_least": 0.5}])
+    session = project.gate("run", "--simulate").verdict["mlflow"]["session"]
+    changed_inputs = [{**case, "inputs": {"question": case["inputs"]["question"] + " now"}} for case in CASES]
+    project.write_config(
+        cases=changed_inputs, scorers=[SCORERS[0]], checks=[{"metric": "on_topic/rate", "at_least": 0.5}]
+    )
+    result = project.gate("score", "--session", session)
+    assert result.code == 3
+    assert "the dataset's case ids or inputs changed since the session ran" in result.verdict["error"]
+    project.write_config(
+        cases=CASES,
+        candidate={"target": "gate_test_apps:slow_agent"},
+        scorers=[SCORERS[0]],
+        checks=[{"metric": "on_topic/rate", "at_least": 0.5}],
+    )
+    result = project.gate("score", "--session", session)
+    assert result.code == 3
+    assert "the target or run settings of candidate (fingerprint" in result.verdict["error"]
+    # New expectations are what re-scoring is for: they do not count as a different dataset.
+    new_expectations = [{**case, "expectations": {"contains": ["package"]}} for case in CASES]
+    project.write_config(
+        cases=new_expectations, scorers=[SCORERS[0]], checks=[{"metric": "on_topic/rate", "at_least": 0}]
+    )
+    assert project.gate("score", "--session", session).code == 0
