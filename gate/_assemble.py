@@ -17,7 +17,7 @@ from gate._evaluate import Evaluation
 from gate._runner import VARIANTS, CallResult
 from gate._scoring import ScorerStats
 from gate._secrets import redact
-from gate._traces import TraceRow, redact_uri
+from gate._traces import TAG_PREFIX, TraceRow, redact_uri
 from gate._verdict import (
     CaseReport,
     CaseSide,
@@ -34,7 +34,7 @@ from gate._verdict import (
 if TYPE_CHECKING:
     from gate._gate import RunOptions, _Session
 
-__all__ = ["build_verdict", "decide", "fingerprint"]
+__all__ = ["build_verdict", "code_digest", "decide", "fingerprint"]
 
 
 def _first_errors(results: list[CallResult], limit: int = 3) -> list[str]:
@@ -64,7 +64,22 @@ def fingerprint(config: GateConfig, cases: list[Case]) -> dict[str, str]:
         "run": run,
         "baseline": digest([config.baseline.target, dataset, run]),
         "candidate": digest([config.candidate.target, dataset, run]),
+        "scorers": digest([s.model_dump(mode="json") for s in config.scorers]),
     }
+
+
+def code_digest(target: Any) -> str:
+    """A hash of the target function's source, so a reused baseline is known to be the same code.
+
+    Only the function itself: a change in what it calls (helpers, prompt files, packages) is not seen.
+    """
+    import inspect
+
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):  # built-ins, C functions, some callables: fall back to the qualified name
+        source = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def build_verdict(
@@ -82,6 +97,9 @@ def build_verdict(
     failed = all(r.error for r in results)
     for v in VARIANTS:
         if v in run_ids:
+            # gate.traces: what `gate compare --session` must find again when it gathers shards
+            traces = sum(1 for row in rows if row.variant == v and row.trace_id)
+            store.client.set_tag(run_ids[v], f"{TAG_PREFIX}traces", str(traces))
             store.finish_run(run_ids[v], evaluation.metrics[v], "FAILED" if failed or problems else "FINISHED")
     variants = {
         v: VariantReport(

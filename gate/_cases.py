@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from gate._stats import PairedSample
 from gate._traces import TraceRow
 
-__all__ = ["Regression", "Unpaired", "find_regressions", "paired_sample", "unpaired_cases"]
+__all__ = ["Regression", "Unpaired", "find_regressions", "paired_sample", "unpaired_cases", "unpaired_sample"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,15 @@ def paired_sample(rows: Sequence[TraceRow], metric: str) -> PairedSample:
             baseline.append(b)
             candidate.append(c)
     return PairedSample(baseline, candidate)
+
+
+def unpaired_sample(rows: Sequence[TraceRow], metric: str) -> PairedSample:
+    """Every trace's value of ``metric``, per version, as independent groups of one (no shared cases)."""
+    values = {
+        v: [[value] for r in rows if r.variant == v and (value := r.values.get(metric)) is not None]
+        for v in ("baseline", "candidate")
+    }
+    return PairedSample(values["baseline"], values["candidate"], paired=False)
 
 
 def unpaired_cases(rows: Sequence[TraceRow]) -> Unpaired:

@@ -181,6 +181,12 @@ def _bound_decision(name: str, limit: float, est: Estimate) -> Decision:
     return "fail" if lo > limit else "pass" if hi <= limit else "inconclusive"
 
 
+def _sample_size(sample: PairedSample) -> str:
+    if sample.paired:
+        return f"{sample.n_pairs} cases"
+    return f"unpaired: {len(sample.baseline)} and {len(sample.candidate)} traces"
+
+
 def decide_check(
     check: CheckConfig,
     sample: PairedSample,
@@ -196,7 +202,11 @@ def decide_check(
     if point.status == "missing":
         return replace(point, n_pairs=sample.n_pairs, on_inconclusive=policy)
     if sample.n_pairs == 0:
-        message = f"{check.metric}: no case has values for both versions; a check without paired data cannot pass"
+        message = (
+            f"{check.metric}: no case has values for both versions; a check without paired data cannot pass"
+            if sample.paired
+            else f"{check.metric}: a version has no values; a check without data cannot pass"
+        )
         return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
     metric, aggregation = split_metric_key(check.metric)
     est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
@@ -220,7 +230,7 @@ def decide_check(
     first = next(iter(point.bound))
     ci_of, (ci_low, ci_high) = _interval_for(first, est)
     p_value = None
-    if metric_info(metric).binary:
+    if metric_info(metric).binary and sample.paired:
         pairs = [
             (b, c)
             for bs, cs in zip(sample.baseline, sample.candidate, strict=True)
@@ -241,7 +251,7 @@ def decide_check(
     tail = {
         "pass": f"within {limits} ({interval})",
         "fail": f"limit {limits} broken ({interval})",
-        "inconclusive": f"limit {limits}: inconclusive ({interval}, {sample.n_pairs} cases)",
+        "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
     }[decision]
     return replace(
         point,

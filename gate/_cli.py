@@ -11,17 +11,21 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from gate import __version__
 from gate._errors import ConfigError, GateError
 from gate._progress import Progress
 from gate._verdict import Verdict, render_json, verdict_schema, write_verdict
+
+if TYPE_CHECKING:
+    from gate._gate import RunOptions
 
 __all__ = ["main"]
 
@@ -48,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"), help="default: thresholds.yaml")
     run.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
     run.add_argument("--report-only", action="store_true", help="exit 0 when checks fail; never hides exit 2 or 3")
-    run.add_argument("--dry-run", action="store_true", help="validate, import targets, print the plan; call nothing")
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate, locate the targets (no import), print the plan; call nothing"
+    )
     run.add_argument(
         "--simulate", action="store_true", help="serve the app from the built-in OpenAI-compatible simulator"
     )
@@ -61,9 +67,50 @@ def _parser() -> argparse.ArgumentParser:
         help="also render the verdict: markdown, junit, github, html or json; to PATH, else to stderr (repeatable)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    run.add_argument("--session", help="use this session id (shards of one gate share it; default: generated)")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run the I-th of N slices of the cases (needs --session); a shard never fails on checks: "
+        "gate compare --session gathers the shards and decides",
+    )
+    run.add_argument(
+        "--baseline-from",
+        metavar="SESSION|RUN_ID",
+        help="reuse that earlier session's baseline traces (if its fingerprint matches) and run only the candidate",
+    )
+
+    compare = commands.add_parser(
+        "compare", help="compare two versions from traces already in a store (or gather a sharded session)"
+    )
+    compare.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
+    compare.add_argument("--session", help="gather this gate session (all its shards) instead of selectors")
+    for variant in ("baseline", "candidate"):
+        compare.add_argument(
+            f"--{variant}",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"select the {variant}'s traces: trace_name=, run_id=, model_id=, session=, tag.K=, metadata.K=, "
+            "since=, until=, max_traces=, experiment= (repeatable; replaces the config's traces:)",
+        )
+    compare.add_argument("--since", help="a time window for both versions: 30m, 1h, 2d, or an ISO 8601 timestamp")
+    compare.add_argument("--pair-by", choices=["auto", "case_id", "inputs", "none"], help="default: the config's")
+    compare.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
+    compare.add_argument("--report-only", action="store_true", help="exit 0 when checks fail")
+    compare.add_argument("--simulate", action="store_true", help="serve judges from the built-in simulator")
+    compare.add_argument("--tracking-uri", help="MLflow tracking URI")
+    compare.add_argument("--report", action="append", default=[], metavar="FORMAT[:PATH]", help="as for gate run")
+    compare.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
 
     validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
     validate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
+    validate.add_argument(
+        "--import",
+        dest="import_targets",
+        action="store_true",
+        help="import the targets (runs the app's import-time code) instead of only finding them in their source",
+    )
 
     score = commands.add_parser("score", help="re-score the traces of an earlier session; the app is not called")
     score.add_argument("--session", required=True, help="the session id (the verdict's mlflow.session)")
@@ -150,14 +197,14 @@ def _claim_stdout() -> TextIO:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gate._gate import RunOptions, plan_gate, run_gate
+    from gate._gate import plan_gate, run_gate
     from gate._summary import render_summary
 
     real_stdout = _claim_stdout()
-    options = RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
     reports: list[tuple[str, Path | None]] = []
     progress = None if args.no_progress else Progress()
     try:
+        options = _run_options(args)
         reports = _parse_reports(args.report)
         # Nothing but the verdict reaches stdout: the app's and MLflow's prints go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
@@ -165,6 +212,21 @@ def _run(args: argparse.Namespace) -> int:
                 from gate._rescore import score_session
 
                 verdict = score_session(options, args.session)
+            elif args.command == "compare":
+                from gate._compare import CompareOptions, compare, parse_selector_flags
+
+                verdict = compare(
+                    CompareOptions(
+                        config_path=args.config,
+                        session=args.session,
+                        baseline=parse_selector_flags("--baseline", args.baseline),
+                        candidate=parse_selector_flags("--candidate", args.candidate),
+                        since=args.since,
+                        pair_by=args.pair_by,
+                        simulate=args.simulate,
+                        tracking_uri=args.tracking_uri,
+                    )
+                )
             elif args.dry_run:
                 plan = plan_gate(options)
                 real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
@@ -204,21 +266,56 @@ def _run(args: argparse.Namespace) -> int:
             reports,
         )
         return 3
-    if args.report_only and verdict.exit_code == 1:
+    if (args.report_only or getattr(args, "shard", None)) and verdict.exit_code == 1:
         verdict = verdict.model_copy(update={"exit_code": 0, "report_only": True})
     sys.stderr.write(render_summary(verdict))
     _emit(verdict, real_stdout, args.output, reports)
     return verdict.exit_code
 
 
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    from gate._compare import SESSION_ID
+    from gate._gate import RunOptions
+
+    session, shard, baseline_from = (getattr(args, name, None) for name in ("session", "shard", "baseline_from"))
+    if args.command != "run":
+        return RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
+    if session is not None and not SESSION_ID.fullmatch(session):
+        raise ConfigError(f"usage: --session {session!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    parsed = None
+    if shard is not None:
+        match = re.fullmatch(r"(\d+)/(\d+)", shard)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise ConfigError(f"usage: --shard {shard}: expected I/N with 1 <= I <= N, e.g. --shard 2/4")
+        if session is None:
+            raise ConfigError(
+                "usage: --shard needs --session: every shard of one gate must record into the same session "
+                "(e.g. --session ci-$GITHUB_RUN_ID)"
+            )
+        parsed = (int(match[1]), int(match[2]))
+    return RunOptions(
+        config_path=args.config,
+        simulate=args.simulate,
+        tracking_uri=args.tracking_uri,
+        session=session,
+        shard=parsed,
+        baseline_from=baseline_from,
+    )
+
+
 def _validate(args: argparse.Namespace) -> int:
     from gate._gate import RunOptions, prepare
 
     with contextlib.redirect_stdout(sys.stderr):
-        prepared = prepare(RunOptions(config_path=args.config))
+        prepared = prepare(RunOptions(config_path=args.config), import_targets=args.import_targets)
+    static = prepared.located and all(found.how == "static" for found in prepared.located.values())
     print(
         f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks,"
-        " both targets import",
+        + (
+            " both targets defined (found in their source, not imported; --import imports them)"
+            if static
+            else " both targets import"
+        ),
         file=sys.stderr,
     )
     return 0
@@ -275,11 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except ConfigError as exc:
         _print_error(exc)
-        if argv[:1] == ["run"]:  # a CI step parses stdout even when the command line was wrong
+        if argv[:1] in (["run"], ["compare"]):  # a CI step parses stdout even when the command line was wrong
             _emit(_error_verdict(str(exc), exc.exit_code, "config", None), sys.stdout, None)
         return exc.exit_code
     try:
-        if args.command in ("run", "score"):
+        if args.command in ("run", "score", "compare"):
             return _run(args)
         if args.command == "validate":
             return _validate(args)

@@ -23,9 +23,20 @@ from gate._errors import ConfigError
 from gate._metrics import AGGREGATIONS, METRICS, metric_info, parse_metric_key, split_metric_key
 from gate.scorers._models import ScorerConfig
 
-__all__ = ["DEFAULT_TRACKING_URI", "CheckConfig", "GateConfig", "RunConfig", "VariantConfig", "load_config"]
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "CheckConfig",
+    "GateConfig",
+    "RunConfig",
+    "TraceSelector",
+    "VariantConfig",
+    "load_config",
+    "parse_instant",
+    "require_run_parts",
+]
 
 DEFAULT_TRACKING_URI = "sqlite:///.gate/mlflow.db"
+DATASET_CHOICE = "give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)"
 BOUNDS = ("at_most", "at_least", "max_increase", "max_decrease", "max_increase_pct", "max_decrease_pct")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -35,18 +46,104 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class VariantConfig(_Strict):
-    """One version of the app: the function to call and the label shown in reports."""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-    target: str
+
+def parse_instant(value: str, now_s: float) -> int:
+    """``1h``/``30m``/``2d`` (that long before ``now_s``) or an ISO 8601 timestamp, as epoch milliseconds.
+
+    MLflow's trace filter compares ``timestamp_ms`` with a number; it does not parse dates.
+    """
+    from datetime import datetime, timezone
+
+    if match := _DURATION.fullmatch(value.strip()):
+        return int((now_s - float(match[1]) * _DURATION_S[match[2]]) * 1000)
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is neither a duration (30m, 1h, 2d, 1w: that long ago) nor an ISO 8601 timestamp "
+            "(2026-11-26T09:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)  # CI machines run in UTC; say so in the docs
+    return int(moment.timestamp() * 1000)
+
+
+class TraceSelector(_Strict):
+    """Which stored traces are one version's, for ``gate compare`` (every field given must match)."""
+
+    experiment: str | None = Field(None, min_length=1, description="default: the config's experiment")
+    session: str | None = Field(None, min_length=1, description="a gate session id")
+    variant: Literal["baseline", "candidate"] | None = Field(
+        None, description="with session: which seat of that session (default: the one this selector is for)"
+    )
+    run_id: str | None = Field(None, min_length=1)
+    model_id: str | None = Field(None, min_length=1, description="a LoggedModel id (mlflow.set_active_model)")
+    trace_name: str | None = Field(None, min_length=1)
+    tags: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    since: str | None = Field(None, description="30m, 1h, 2d (that long ago) or an ISO 8601 timestamp")
+    until: str | None = Field(None, description="as since; default: now")
+    max_traces: int = Field(10_000, ge=1, le=1_000_000, description="the newest this many; more is reported")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_instant(value, 0.0)
+        return value
+
+    @field_validator("session", "run_id", "model_id", "trace_name")
+    @classmethod
+    def _no_quote(cls, value: str | None) -> str | None:
+        if value is not None and "'" in value:
+            raise ValueError("a single quote cannot be matched in MLflow's trace filter")
+        return value
+
+    @field_validator("tags", "metadata")
+    @classmethod
+    def _plain_pairs(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if "`" in key or "'" in item:
+                raise ValueError(f"'{key}': keys cannot hold a backtick, nor values a single quote (MLflow's filter)")
+        return value
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> TraceSelector:
+        if not (self.session or self.run_id or self.model_id or self.trace_name or self.tags or self.metadata):
+            raise ValueError(
+                "a selector needs at least one of session, run_id, model_id, trace_name, tags, metadata "
+                "(a time window alone would take every trace of the experiment)"
+            )
+        if self.variant is not None and self.session is None:
+            raise ValueError("'variant' picks a seat of a gate session; give 'session' too")
+        return self
+
+
+class VariantConfig(_Strict):
+    """One version of the app: the function to call (``gate run``) or its stored traces (``gate compare``)."""
+
+    target: str | None = None
     label: str | None = None
+    traces: TraceSelector | None = None
 
     @field_validator("target")
     @classmethod
-    def _module_colon_function(cls, value: str) -> str:
-        if not _TARGET.fullmatch(value):
+    def _module_colon_function(cls, value: str | None) -> str | None:
+        if value is not None and not _TARGET.fullmatch(value):
             raise ValueError(f"'{value}' is not 'module:function' (e.g. examples.support_agents:basic_agent)")
         return value
+
+    @model_validator(mode="after")
+    def _runs_or_selects(self) -> VariantConfig:
+        if self.target is None and self.traces is None:
+            raise ValueError(
+                "give 'target' (module:function, for gate run) or 'traces' (a selector of stored traces, "
+                "for gate compare)"
+            )
+        return self
 
 
 OnInconclusive = Literal["fail", "warn", "pass"]
@@ -192,10 +289,14 @@ class GateConfig(_Strict):
             raise ValueError(f"scorer names must be unique; repeated: {', '.join(dupes)}")
         return value
 
+    pair_by: Literal["auto", "case_id", "inputs", "none"] = Field(
+        "auto", description="gate compare: how traces of the two versions are paired (auto: case_id when tagged)"
+    )
+
     @model_validator(mode="after")
     def _one_dataset(self) -> GateConfig:
-        if (self.dataset is None) == (self.cases is None):
-            raise ValueError("give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)")
+        if self.dataset is not None and self.cases is not None:
+            raise ValueError(DATASET_CHOICE)
         return self
 
     def max_repeats(self) -> int:
@@ -491,3 +592,18 @@ def _failing_scorer(listed: Any) -> str | None:
 def known_metrics_help() -> str:
     """A one-line list of metric names and aggregations, for messages and docs."""
     return f"metrics: {', '.join(METRICS)}; aggregations: {', '.join(AGGREGATIONS)}, pNN"
+
+
+def require_run_parts(config: GateConfig, path: Path, variants: tuple[str, ...] = ("baseline", "candidate")) -> None:
+    """``gate run`` calls the app: it needs inputs and a target for each version it runs."""
+    problems = []
+    if config.dataset is None and config.cases is None:
+        problems.append(f"{path}: (top level): {DATASET_CHOICE}")
+    for variant in variants:
+        if (config.baseline if variant == "baseline" else config.candidate).target is None:
+            problems.append(
+                f"{path}: {variant}.target: required key is missing (gate run calls it; "
+                "'traces' selects stored traces for gate compare)"
+            )
+    if problems:
+        raise ConfigError(problems)

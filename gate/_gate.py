@@ -13,14 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gate._assemble import build_verdict, fingerprint
-from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config
+from gate._assemble import build_verdict, code_digest, fingerprint
+from gate._config import DEFAULT_TRACKING_URI, GateConfig, load_config, require_run_parts
 from gate._dataset import Case, load_cases
-from gate._errors import RunError
+from gate._errors import ConfigError, RunError
 from gate._evaluate import Evaluation, evaluate, undecided
 from gate._redaction import install_span_redaction
 from gate._runner import VARIANTS, Call, CallResult, RetryPolicy, Variant, import_target, plan_calls, run_calls
 from gate._scoring import ScorerStats, score_rows
+from gate._targets import Located, locate_target
 from gate._traces import TAG_PREFIX, TraceRow, match_traces, prepare_environment, redact_uri, resolve_tracking_uri
 from gate._verdict import Verdict
 from gate.scorers import Scorer, build_scorers
@@ -35,29 +36,53 @@ class RunOptions:
     config_path: Path
     simulate: bool = False
     tracking_uri: str | None = None
+    session: str | None = None  # a session id chosen by the caller (shards share one); default: generated
+    shard: tuple[int, int] | None = None  # (i, n): run the i-th of n deterministic slices of the cases
+    baseline_from: str | None = None  # reuse the baseline traces of this session or MLflow run
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated config with its cases and imported targets, ready to run."""
+    """A validated config with its cases and imported targets, ready to run.
+
+    ``targets`` is empty when ``prepare`` only located them; ``located`` then says where each was found.
+    """
 
     config: GateConfig
     cases: list[Case]
     targets: dict[Variant, Callable[..., Any]]
+    located: dict[Variant, Located] = field(default_factory=dict)
 
 
 def _search_path(options: RunOptions) -> list[Path]:
     return [options.config_path.resolve().parent, Path.cwd()]
 
 
-def prepare(options: RunOptions, config: GateConfig | None = None) -> Prepared:
-    """Validate the config, load the cases and import both targets (raises ``ConfigError``)."""
+def prepare(options: RunOptions, config: GateConfig | None = None, *, import_targets: bool = True) -> Prepared:
+    """Validate the config, load the cases and import both targets (raises ``ConfigError``).
+
+    With ``import_targets=False`` (``gate validate``, ``--dry-run``) the targets are only located, without running
+    the app's code or importing MLflow (gate/_targets.py explains how); ``targets`` is then empty.
+    """
     config = config or load_config(options.config_path)
+    require_run_parts(config, options.config_path)  # gate compare needs neither targets nor a dataset; run does
     cases = load_cases(config, options.config_path)
     search_path = _search_path(options)
+    if not import_targets:
+        located: dict[Variant, Located] = {
+            "baseline": locate_target(
+                config.baseline.target or "", f"{options.config_path}: baseline.target", search_path
+            ),
+            "candidate": locate_target(
+                config.candidate.target or "", f"{options.config_path}: candidate.target", search_path
+            ),
+        }
+        return Prepared(config, cases, {}, located)
     targets: dict[Variant, Callable[..., Any]] = {
-        "baseline": import_target(config.baseline.target, f"{options.config_path}: baseline.target", search_path),
-        "candidate": import_target(config.candidate.target, f"{options.config_path}: candidate.target", search_path),
+        "baseline": import_target(config.baseline.target or "", f"{options.config_path}: baseline.target", search_path),
+        "candidate": import_target(
+            config.candidate.target or "", f"{options.config_path}: candidate.target", search_path
+        ),
     }
     return Prepared(config, cases, targets)
 
@@ -104,6 +129,8 @@ class _Session:
     in_round: list[CallResult] = field(default_factory=list)  # calls finished in the round under way
     scorers: list[Scorer] = field(default_factory=list)
     scorer_stats: dict[str, ScorerStats] = field(default_factory=dict)
+    variants: tuple[Variant, ...] = VARIANTS  # the versions this session calls (a reused baseline is not called)
+    shard: str | None = None  # "i/n" when this session records one shard of a gate
 
     def context_for(self, call: Call, attempt: int = 0) -> Any:
         tags = {
@@ -113,6 +140,7 @@ class _Session:
             f"{TAG_PREFIX}label": self.config.label(call.variant),
             f"{TAG_PREFIX}case_id": call.case.id,
             f"{TAG_PREFIX}repeat": str(call.repeat),
+            **({f"{TAG_PREFIX}shard": self.shard} if self.shard else {}),
         }
         return self.store.tracing_context(tags, self.run_ids.get(call.variant))
 
@@ -123,14 +151,14 @@ class _Session:
         warm-up that outlier lands on whichever version happens to go first and distorts its percentiles.
         """
         warm_session = dataclasses.replace(self, session=f"{self.session}-warmup", run_ids={}, progress=None)
-        calls = plan_calls(self.prepared.cases[:1], 1)
+        calls = [c for c in plan_calls(self.prepared.cases[:1], 1) if c.variant in self.variants]
         cfg = self.config.run
         run_calls(calls, self.prepared.targets, warm_session.context_for, cfg.concurrency, cfg.timeout_s)
         self.warmup_calls = len(calls)
 
     def run_round(self, repeats: range) -> None:
         """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""
-        calls = plan_calls(self.prepared.cases, repeats)
+        calls = [c for c in plan_calls(self.prepared.cases, repeats) if c.variant in self.variants]
         if self.progress is not None and hasattr(self.progress, "start"):
             label = f"round {self.rounds + 1} (repeat {repeats.start + 1}..{repeats.stop})"
             self.progress.start(len(calls), label, self.cost() if self.rows else None)
@@ -147,7 +175,10 @@ class _Session:
             calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, record, retry
         )
         self.in_round = []
-        traces = self.store.fetch_traces(self.session, repeats)
+        traces = self.store.fetch_traces(self.session, repeats, self.shard)
+        if self.shard:  # a shard re-run into the same session: only this run's traces are its data
+            mine = set(self.run_ids.values())
+            traces = [t for t in traces if t.info.trace_metadata.get("mlflow.sourceRun") in mine]
         rows, problems = match_traces(traces, results, self.config.pricing)
         rows = score_rows(
             self.scorers,
@@ -187,7 +218,7 @@ class _Session:
             return "all checks decided"
         if self.repeats >= self.config.max_repeats():
             return f"run.max_repeats ({self.config.max_repeats()}) reached"
-        next_calls = len(self.prepared.cases) * len(VARIANTS)
+        next_calls = len(self.prepared.cases) * len(self.variants)
         if self.config.run.max_calls is not None and len(self.results) + next_calls > self.config.run.max_calls:
             return f"run.max_calls ({self.config.run.max_calls}) reached"
         if self.config.run.max_cost_usd is not None:
@@ -213,34 +244,49 @@ def run_gate(
     config = load_config(options.config_path)
     if transform is not None:
         config = transform(config)
+    # A reused baseline is not called, but its target is still imported: its fingerprint must match the stored one.
+    variants: tuple[Variant, ...] = ("candidate",) if options.baseline_from else VARIANTS
+    require_run_parts(config, options.config_path)
     prepare_environment()
     with _endpoint(config, options.simulate) as endpoint:
         prepared = prepare(options, config)  # after the endpoint is set: a client made at import time sees it
+        prints = fingerprint(config, prepared.cases)  # of the whole dataset: shards of one session must agree
+        prepared = _shard(prepared, options)
         from gate._traces import open_store
 
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
         store = open_store(tracking_uri, config.experiment)
+        store.start_recording()  # buffered writer, or MLflow's exporter (docs/design/trace-recording.md)
         if config.run.autolog:
             _enable_openai_autolog()
         install_span_redaction()
-        session_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        prints = fingerprint(config, prepared.cases)
+        session_id = options.session or (
+            datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        )
+        prints = {**prints, **{f"code.{v}": code_digest(prepared.targets[v]) for v in VARIANTS}}
+        shard_tag = {f"{TAG_PREFIX}shard": f"{options.shard[0]}/{options.shard[1]}"} if options.shard else {}
         run_ids: dict[Variant, str] = {
             v: store.start_run(
-                f"gate-{session_id}-{v}",
+                f"gate-{session_id}-{v}" + (f"-{options.shard[0]}of{options.shard[1]}" if options.shard else ""),
                 {
                     f"{TAG_PREFIX}session": session_id,
                     f"{TAG_PREFIX}variant": v,
                     f"{TAG_PREFIX}label": config.label(v),
                     f"{TAG_PREFIX}fingerprint.dataset": prints["dataset"],
                     f"{TAG_PREFIX}fingerprint.target": prints[v],
+                    f"{TAG_PREFIX}fingerprint.scorers": prints["scorers"],
+                    f"{TAG_PREFIX}fingerprint.code": prints[f"code.{v}"],
+                    **shard_tag,
                 },
             )
-            for v in VARIANTS
+            for v in variants
         }
         session = _Session(config, prepared, store, session_id, run_ids, progress)
+        session.variants = variants
+        session.shard = shard_tag.get(f"{TAG_PREFIX}shard")
         session.scorers = build_scorers(config.scorers, _search_path(options))
         golden = frozenset(c.id for c in prepared.cases if c.golden)
+        reused = _reuse_baseline(session, options, prints) if options.baseline_from else None
         try:
             if config.run.warmup:
                 session.warm_up()
@@ -254,20 +300,62 @@ def run_gate(
             exc.partial = session.partial_report()  # type: ignore[attr-defined]  # read by the CLI's verdict
             _flush_traces(deadline_s=3.0)
             raise
-    return build_verdict(session, evaluation, options, endpoint, stopped_because, started, started_at)
+    verdict = build_verdict(session, evaluation, options, endpoint, stopped_because, started, started_at)
+    return _with_comparison(verdict, options, reused)
+
+
+def _shard(prepared: Prepared, options: RunOptions) -> Prepared:
+    """The i-th of n slices of the cases (every n-th case, in dataset order: balanced and deterministic)."""
+    if options.shard is None:
+        return prepared
+    index, total = options.shard
+    cases = prepared.cases[index - 1 :: total]
+    if not cases:
+        raise ConfigError(
+            f"usage: --shard {index}/{total}: the dataset has {len(prepared.cases)} cases, so this shard has none; "
+            "use fewer shards"
+        )
+    return dataclasses.replace(prepared, cases=cases)
+
+
+def _reuse_baseline(session: _Session, options: RunOptions, prints: dict[str, str]) -> dict[str, Any]:
+    """Put an earlier session's baseline rows into this session, if it ran exactly what this one would."""
+    from gate._compare import StoredScoring, load_stored_baseline
+
+    now = {"dataset": prints["dataset"], "baseline": prints["baseline"], "scorers": prints["scorers"]}
+    now["code"] = prints["code.baseline"]
+    scoring = StoredScoring.of(session.scorers, session.prepared.cases, session.session, session)
+    rows, run_id, found = load_stored_baseline(
+        session.store, options.baseline_from or "", session.config, session.prepared.cases, scoring, now
+    )
+    session.rows += rows
+    return {"source": options.baseline_from, "run_id": run_id, "traces": len(rows), "found": found}
+
+
+def _with_comparison(verdict: Verdict, options: RunOptions, reused: dict[str, Any] | None) -> Verdict:
+    """Say where each version's traces came from (and which baseline was reused)."""
+    from gate._verdict import ComparisonReport
+
+    comparison = ComparisonReport(
+        baseline_source="stored" if reused else "run",
+        candidate_source="run",
+        pair_by="case_id",
+        why="both versions ran the same cases" if not reused else "the reused baseline ran the same cases",
+        baseline_from=options.baseline_from,
+        shards=[f"{options.shard[0]}/{options.shard[1]}"] if options.shard else [],
+    )
+    update: dict[str, Any] = {"comparison": comparison}
+    if reused and verdict.variants:
+        base = verdict.variants["baseline"].model_copy(update={"mlflow_run_id": reused["run_id"], "calls": 0})
+        update["variants"] = {**verdict.variants, "baseline": base}
+    return verdict.model_copy(update=update)
 
 
 def _flush_traces(deadline_s: float) -> None:
-    """Write the traces still queued for export, waiting at most ``deadline_s`` (a cancelled job must exit soon)."""
-    import threading
+    """Write the traces still buffered or queued, waiting at most ``deadline_s`` (a cancelled job must exit soon)."""
+    from gate._recorder import flush_traces
 
-    import mlflow
-
-    if os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "").lower() not in ("true", "1"):
-        return
-    flusher = threading.Thread(target=mlflow.flush_trace_async_logging, name="gate-flush", daemon=True)
-    flusher.start()
-    flusher.join(deadline_s)
+    flush_traces(deadline_s)
 
 
 def _enable_openai_autolog() -> None:
@@ -280,8 +368,8 @@ def _enable_openai_autolog() -> None:
 
 
 def plan_gate(options: RunOptions) -> dict[str, Any]:
-    """What ``--dry-run`` reports: the calls a run would make, without calling any model."""
-    prepared = prepare(options)
+    """What ``--dry-run`` reports: the calls a run would make, without calling any model or importing the targets."""
+    prepared = prepare(options, import_targets=False)
     config = prepared.config
     calls = len(prepared.cases) * len(VARIANTS) * config.run.repeats
     return {

@@ -163,17 +163,21 @@ def _price(span: Any, pricing: Mapping[str, Any]) -> float | None:
 
 
 def _cost(trace: Any, spans: Sequence[Any], pricing: Mapping[str, Any]) -> float | None:
-    cost = getattr(trace.info, "cost", None)
-    if cost and cost.get("total_cost") is not None:
-        return float(cost["total_cost"])
+    """The ``pricing:`` table when it prices every LLM span (the user's prices win), else MLflow's own cost
+    (the full ``mlflow`` package prices known models; ``mlflow-skinny`` does not), else unknown."""
     total = 0.0
     for span in spans:
         if _span_type(span) in LLM_SPAN_TYPES:
             price = _price(span, pricing)
             if price is None:
-                return None
+                break
             total += price
-    return total
+    else:
+        return total
+    cost = getattr(trace.info, "cost", None)
+    if cost and cost.get("total_cost") is not None:
+        return float(cost["total_cost"])
+    return None
 
 
 def root_output(spans: Sequence[Any]) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import queue
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 from gate._dataset import Case
 from gate._errors import ConfigError
+from gate._targets import put_on_sys_path
 
 __all__ = ["VARIANTS", "Call", "CallResult", "RetryPolicy", "import_target", "is_transient", "plan_calls", "run_calls"]
 
@@ -89,10 +89,11 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 
 def import_target(spec: str, where: str, search_path: Sequence[Path]) -> Callable[..., Any]:
-    """Import ``module:function`` with ``search_path`` first on ``sys.path``, as uvicorn and pytest do."""
-    for folder in reversed([str(p) for p in search_path]):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+    """Import ``module:function`` with ``search_path`` first on ``sys.path``, as uvicorn and pytest do.
+
+    This runs the module's code; ``gate validate`` and ``--dry-run`` only locate targets (``gate._targets``).
+    """
+    put_on_sys_path(search_path)
     module_name, _, attr_path = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)

@@ -6,6 +6,7 @@ off, so they neither appear as traces of the app nor count towards its tokens.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -18,9 +19,29 @@ from gate._traces import TraceRow
 from gate._verdict import json_safe
 from gate.scorers import Score, ScoreInput, Scorer
 
-__all__ = ["SOURCE_PREFIX", "ScorerStats", "score_rows"]
+__all__ = ["SOURCE_PREFIX", "ScorerStats", "score_rows", "stored_score"]
 
 SOURCE_PREFIX = "gate:"  # assessment source ids the gate owns: gate:<scorer name>
+VALUE_KEY = "gate.value"  # assessment metadata: the numeric score, so stored scores can be reused as they were
+
+
+def stored_score(trace: Any, name: str) -> float | None:
+    """The value the gate last logged on this trace for scorer ``name``, or None."""
+    mine = [
+        a
+        for a in (getattr(trace.info, "assessments", None) or [])
+        if a.name == name
+        and getattr(a.source, "source_id", "") == f"{SOURCE_PREFIX}{name}"
+        and a.valid is not False
+        and VALUE_KEY in (getattr(a, "metadata", None) or {})
+    ]
+    if not mine:
+        return None
+    try:
+        value = json.loads(mine[-1].metadata[VALUE_KEY])
+    except ValueError:
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass
@@ -47,7 +68,7 @@ def _write_assessment(trace: Any, scorer: Scorer, score: Score, session: str) ->
         for a in (getattr(trace.info, "assessments", None) or [])
         if a.name == scorer.name and getattr(a.source, "source_id", "") == source.source_id and a.valid is not False
     ]
-    metadata = {"gate.session": session}
+    metadata = {"gate.session": session, VALUE_KEY: json.dumps(score.value)}
     if mine:
         latest = mine[-1]
         if getattr(latest, "value", None) == value and getattr(latest, "rationale", None) == score.rationale:
@@ -80,8 +101,13 @@ def score_rows(
     session: str,
     concurrency: int,
     stats: dict[str, ScorerStats],
+    reuse: bool = False,
 ) -> list[TraceRow]:
-    """Add each scorer's value to every row that has a trace; update ``stats``; write assessments."""
+    """Add each scorer's value to every row that has a trace; update ``stats``; write assessments.
+
+    ``reuse``: a score the gate already logged on the trace is taken as it is (gathering shards, reusing a
+    baseline: the scorers are the same, by fingerprint) instead of asking a judge again.
+    """
     if not scorers:
         return list(rows)
     import mlflow
@@ -89,6 +115,8 @@ def score_rows(
     def work(row: TraceRow, scorer: Scorer) -> tuple[Score, bool]:
         trace = traces[row.trace_id or ""]
         case = cases[row.case_id]
+        if reuse and (stored := stored_score(trace, scorer.name)) is not None:
+            return Score(stored, source_type=scorer.source_type), False
         data = ScoreInput(case.inputs, root_output(getattr(trace.data, "spans", None) or []), case.expectations, trace)
         with mlflow.tracing.context(enabled=False):  # a judge's own LLM call is not a trace of the app
             try:

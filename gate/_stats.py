@@ -24,14 +24,20 @@ Floats = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class PairedSample:
-    """Per-case values of one metric: ``baseline[i]`` and ``candidate[i]`` belong to the same case."""
+    """Per-case values of one metric: ``baseline[i]`` and ``candidate[i]`` belong to the same case.
+
+    With ``paired=False`` (traces that share no cases, e.g. production traffic of two versions) each
+    group is one trace, the two lists may differ in length, and each version is resampled on its own.
+    """
 
     baseline: Sequence[Sequence[float]]
     candidate: Sequence[Sequence[float]]
+    paired: bool = True
 
     @property
     def n_pairs(self) -> int:
-        return len(self.baseline)
+        """Cases with values for both versions; unpaired, the smaller of the two trace counts."""
+        return len(self.baseline) if self.paired else min(len(self.baseline), len(self.candidate))
 
 
 @dataclass(frozen=True)
@@ -95,15 +101,21 @@ def bootstrap(
     Each bound of an interval is one-sided at ``confidence``: the true value lies above ``low`` with
     that confidence, and below ``high`` with that confidence.
     """
-    n = sample.n_pairs
-    if n == 0:
+    if sample.n_pairs == 0:
         raise ValueError("no paired cases")
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
+
+    def case_weights(n: int) -> Floats:
+        drawn: Floats = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
+        return drawn
+
+    base_weights = case_weights(len(sample.baseline))
+    # Paired: the same draw of cases for both versions, so per-case difficulty cancels out of the delta.
+    cand_weights = base_weights if sample.paired else case_weights(len(sample.candidate))
     base_values, base_case = _flatten(sample.baseline)
     cand_values, cand_case = _flatten(sample.candidate)
-    base = _weighted_aggregate(base_values, base_case, weights, aggregation)
-    cand = _weighted_aggregate(cand_values, cand_case, weights, aggregation)
+    base = _weighted_aggregate(base_values, base_case, base_weights, aggregation)
+    cand = _weighted_aggregate(cand_values, cand_case, cand_weights, aggregation)
     alpha = 1 - confidence
     delta = cand - base
 

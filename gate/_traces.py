@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gate._errors import RunError
 from gate._metrics import extract_values, output_text, root_output
+from gate._recorder import WriterChoice, default_async_export, flush_traces, start_recording
 from gate._runner import Call, CallResult
 
 __all__ = [
@@ -38,13 +40,14 @@ OUTPUT_CHARS = 2000
 def prepare_environment() -> None:
     """Set MLflow's environment before it is imported; explicit user settings win."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # Export off the calls' critical path, by one worker (several race and upload stray traces.json),
-    # through a queue far larger than any run, flushed before every read; the count check still
-    # catches any trace that does not land (docs/design/trace-recording.md).
     # MLflow's judges fetch a model catalog from the internet on first use (~7 s of retries offline) before
     # falling back to the copy they ship; the gate uses the shipped one.
     os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "true")
+    # Where the buffered writer cannot be used (Store.start_recording), MLflow's exporter writes: off the calls'
+    # critical path, by one worker (several race and upload stray traces.json), through a queue far larger than any
+    # run, flushed before every read; the count check still catches any trace that does not land
+    # (docs/design/trace-recording.md).
+    default_async_export()
     os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS", "1")
     os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE", "1000000")
 
@@ -82,17 +85,22 @@ class Store:
         import mlflow
         from mlflow import MlflowClient
 
+        from gate._store_template import seed_new_store
+
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # migrations and flush notices are noise here
         logging.getLogger("alembic").setLevel(logging.WARNING)
         if tracking_uri.startswith("sqlite:///"):
             db_path = Path(tracking_uri.removeprefix("sqlite:///"))
             db_path.parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = tracking_uri
+        self.writer: WriterChoice | None = None  # set by start_recording
         mlflow.set_tracking_uri(tracking_uri)
+        self._require_reachable()
         try:
             # Two gates opening a new SQLite store at once race in MLflow's schema migrations and in creating
             # the experiment; a file lock next to the database serialises just this part.
             with _sqlite_lock(tracking_uri):
+                seed_new_store(tracking_uri)  # a new SQLite store starts as a copy of a migrated one (~1.5 s less)
                 self.client = MlflowClient(tracking_uri)
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
@@ -104,6 +112,33 @@ class Store:
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
             raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {exc}") from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def _require_reachable(self) -> None:
+        """Fail in seconds when nothing answers at an http(s) URI, not after MLflow's ~4 min of request retries."""
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        parts = urlsplit(self.tracking_uri)
+        if parts.scheme not in ("http", "https"):
+            return
+        where = f"cannot reach the MLflow tracking server at {redact_uri(self.tracking_uri)}"
+        try:
+            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+            netloc = f"{host}:{parts.port}" if parts.port else str(host)  # no user:password: MLflow sends those
+            health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+            urllib.request.urlopen(health, timeout=10).close()
+        except urllib.error.HTTPError:
+            return  # something answered (a 401, a proxy, a path prefix): MLflow's own requests say what is wrong
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLError):
+                return  # MLflow has its own TLS settings (MLFLOW_TRACKING_SERVER_CERT_PATH, ..._INSECURE_TLS)
+            reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
+            raise RunError(f"{where}: {reason}; is `mlflow server` running there?") from None
+        except TimeoutError:
+            raise RunError(f"{where}: no answer within 10 s") from None
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{where}: {exc}") from None
 
     def _artifact_location(self) -> str | None:
         # Keep artifacts next to a local database, not in ./mlruns of whatever folder CI runs in.
@@ -134,12 +169,21 @@ class Store:
 
         return mlflow.tracing.context(tags=dict(tags), metadata={"mlflow.sourceRun": run_id} if run_id else None)
 
-    def fetch_traces(self, session: str, repeats: range | None = None) -> list[Any]:
-        """The traces of this gate session (of one repeat, when ``repeats`` is a single one), with spans."""
+    def start_recording(self) -> WriterChoice:
+        """Choose and switch on the writer of this run's traces (buffered, or MLflow's exporter); say which on stderr.
+
+        Call before the first traced call. docs/design/trace-recording.md.
+        """
+        self.writer = start_recording(self.tracking_uri, self.experiment_id)
+        print(f"gate: {self.writer.describe()}", file=sys.stderr)
+        return self.writer
+
+    def fetch_traces(self, session: str, repeats: range | None = None, shard: str | None = None) -> list[Any]:
+        """The traces of this gate session (of one repeat, when ``repeats`` is a single one; of one shard,
+        when ``shard`` is given), with spans."""
         import mlflow
 
-        if os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "").lower() in ("true", "1"):
-            mlflow.flush_trace_async_logging()
+        flush_traces()
         try:
             traces = mlflow.search_traces(
                 locations=[self.experiment_id],
@@ -148,7 +192,8 @@ class Store:
                     f" AND tags.`{TAG_PREFIX}repeat` = '{repeats.start}'"
                     if repeats is not None and len(repeats) == 1
                     else ""
-                ),
+                )
+                + (f" AND tags.`{TAG_PREFIX}shard` = '{shard}'" if shard else ""),
                 return_type="list",
             )
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line

@@ -19,11 +19,32 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SelectionReport(_Out):
+    """Which stored traces stood for a version (``gate compare``, a reused baseline)."""
+
+    experiment_id: str
+    filter: str = Field(description="the MLflow trace filter used")
+    traces: int = Field(description="traces read")
+    more_than_max: bool = Field(False, description="the filter matched more than max_traces; the newest were read")
+
+
+class ComparisonReport(_Out):
+    """Where each version's traces came from, and how they were paired for the statistics."""
+
+    baseline_source: Literal["run", "stored"]
+    candidate_source: Literal["run", "stored"]
+    pair_by: Literal["case_id", "inputs", "none"] = Field(description="none: unpaired statistics")
+    why: str
+    baseline_from: str | None = Field(None, description="the session or MLflow run whose baseline traces were reused")
+    shards: list[str] = Field([], description="the shards gathered, as i/n")
+
+
 class VariantReport(_Out):
     """What ran for one version and what it left in MLflow."""
 
     label: str
-    target: str
+    target: str | None = None
+    selection: SelectionReport | None = None
     mlflow_run_id: str | None = None
     calls: int = Field(description="calls made")
     traces: int = Field(description="traces found in the store for those calls")
@@ -139,6 +160,7 @@ class Verdict(_Out):
         {}, description="per-trace values of the main metrics and scores, for charts"
     )
     fingerprint: dict[str, str] = Field({}, description="hashes of what must match for a fair comparison")
+    comparison: ComparisonReport | None = None
     mlflow: MlflowReport | None = None
     timing: dict[str, Any] = {}
 

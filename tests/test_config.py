@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gate._config import GateConfig, load_config
+from gate._config import GateConfig, load_config, require_run_parts
 from gate._errors import ConfigError
 from gate._metrics import AGGREGATIONS, METRICS
 
@@ -31,7 +31,7 @@ CHECK_KEYS = (
 BOUND_KEYS = "at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct"
 TOP_LEVEL_KEYS = (
     "version, experiment, tracking_uri, dataset, cases, baseline, candidate, run, checks, confidence, on_inconclusive,"
-    " scorers, pricing, simulator"
+    " scorers, pricing, simulator, pair_by"
 )
 
 
@@ -320,9 +320,12 @@ def test_both_dataset_and_cases_is_rejected(tmp_path: Path) -> None:
     ]
 
 
-def test_neither_dataset_nor_cases_is_rejected(tmp_path: Path) -> None:
+def test_neither_dataset_nor_cases_is_rejected_by_gate_run_but_not_by_gate_compare(tmp_path: Path) -> None:
     path = config_with(tmp_path, cases=DROP)
-    assert problems(path) == [
+    config = load_config(path)  # gate compare reads the inputs from the traces
+    with pytest.raises(ConfigError) as exc:
+        require_run_parts(config, path)
+    assert exc.value.problems == [
         f"{path}: (top level): give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)"
     ]
 

@@ -85,7 +85,10 @@ def _header(verdict: Verdict) -> str:
     variants = None
     if verdict.variants:
         b, c = verdict.variants["baseline"], verdict.variants["candidate"]
-        variants = " → ".join(f"<b>{_e(v.label)}</b> <code>{_e(v.target)}</code>" for v in (b, c))
+        variants = " → ".join(
+            f"<b>{_e(v.label)}</b> <code>{_e(v.target or (v.selection.filter if v.selection else ''))}</code>"
+            for v in (b, c)
+        )
     flow = verdict.mlflow
     rows: list[tuple[str, str | None]] = [("versions", variants)]
     if flow:
