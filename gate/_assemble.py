@@ -62,8 +62,8 @@ def fingerprint(config: GateConfig, cases: list[Case]) -> dict[str, str]:
     return {
         "dataset": dataset,
         "run": run,
-        "baseline": digest([config.baseline.target, dataset, run]),
-        "candidate": digest([config.candidate.target, dataset, run]),
+        "baseline": digest([config.target("baseline"), dataset, run]),
+        "candidate": digest([config.target("candidate"), dataset, run]),
         "scorers": digest([s.model_dump(mode="json") for s in config.scorers]),
     }
 
@@ -104,7 +104,7 @@ def build_verdict(
     variants = {
         v: VariantReport(
             label=config.label(v),
-            target=(config.baseline if v == "baseline" else config.candidate).target,
+            target=config.target(v),
             mlflow_run_id=run_ids.get(v),
             calls=sum(r.call.variant == v for r in results),
             traces=sum(row.trace_id is not None for row in rows if row.variant == v),

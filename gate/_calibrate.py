@@ -16,6 +16,8 @@ _RELATIVE = ("max_increase_pct", "max_decrease_pct", "max_increase", "max_decrea
 
 def aa_config(config: GateConfig) -> GateConfig:
     """The config with the baseline in both seats, fixed repeats (no adaptation), nothing able to stop early."""
+    if config.baseline is None:
+        return config  # gate run then names what is missing
     candidate = config.baseline.model_copy(update={"label": f"{config.label('baseline')} (A/A)"})
     run = config.run.model_copy(update={"max_repeats": config.run.repeats})
     return config.model_copy(update={"candidate": candidate, "run": run})

@@ -95,7 +95,8 @@ def _selectors(options: CompareOptions, config: GateConfig) -> dict[str, TraceSe
     selectors: dict[str, TraceSelector] = {}
     for variant in VARIANTS:
         flags = options.baseline if variant == "baseline" else options.candidate
-        configured = (config.baseline if variant == "baseline" else config.candidate).traces
+        seat = config.variant(variant)
+        configured = seat.traces if seat else None
         if options.session is not None:
             selector = TraceSelector(session=options.session)
         elif flags:

@@ -269,8 +269,8 @@ class GateConfig(_Strict):
     tracking_uri: str | None = None
     dataset: str | None = None
     cases: list[CaseConfig] | None = None
-    baseline: VariantConfig
-    candidate: VariantConfig
+    baseline: VariantConfig | None = None  # gate compare with --baseline/--candidate flags needs neither
+    candidate: VariantConfig | None = None
     run: RunConfig = RunConfig()
     checks: list[CheckConfig] = Field(min_length=1)
     confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of every decision")
@@ -307,8 +307,17 @@ class GateConfig(_Strict):
 
     def label(self, variant: str) -> str:
         """The display label of ``baseline`` or ``candidate``."""
-        cfg = self.baseline if variant == "baseline" else self.candidate
-        return cfg.label or variant
+        cfg = self.variant(variant)
+        return (cfg.label if cfg else None) or variant
+
+    def variant(self, name: str) -> VariantConfig | None:
+        """The config of ``baseline`` or ``candidate``, if given."""
+        return self.baseline if name == "baseline" else self.candidate
+
+    def target(self, name: str) -> str | None:
+        """The ``module:function`` of ``baseline`` or ``candidate``, if given."""
+        cfg = self.variant(name)
+        return cfg.target if cfg else None
 
 
 # Limits on what a YAML or JSON file may hold. Deeper nesting would exhaust the stack of the recursive parser and
@@ -600,7 +609,7 @@ def require_run_parts(config: GateConfig, path: Path, variants: tuple[str, ...] 
     if config.dataset is None and config.cases is None:
         problems.append(f"{path}: (top level): {DATASET_CHOICE}")
     for variant in variants:
-        if (config.baseline if variant == "baseline" else config.candidate).target is None:
+        if config.target(variant) is None:
             problems.append(
                 f"{path}: {variant}.target: required key is missing (gate run calls it; "
                 "'traces' selects stored traces for gate compare)"

@@ -71,17 +71,19 @@ def prepare(options: RunOptions, config: GateConfig | None = None, *, import_tar
     if not import_targets:
         located: dict[Variant, Located] = {
             "baseline": locate_target(
-                config.baseline.target or "", f"{options.config_path}: baseline.target", search_path
+                config.target("baseline") or "", f"{options.config_path}: baseline.target", search_path
             ),
             "candidate": locate_target(
-                config.candidate.target or "", f"{options.config_path}: candidate.target", search_path
+                config.target("candidate") or "", f"{options.config_path}: candidate.target", search_path
             ),
         }
         return Prepared(config, cases, {}, located)
     targets: dict[Variant, Callable[..., Any]] = {
-        "baseline": import_target(config.baseline.target or "", f"{options.config_path}: baseline.target", search_path),
+        "baseline": import_target(
+            config.target("baseline") or "", f"{options.config_path}: baseline.target", search_path
+        ),
         "candidate": import_target(
-            config.candidate.target or "", f"{options.config_path}: candidate.target", search_path
+            config.target("candidate") or "", f"{options.config_path}: candidate.target", search_path
         ),
     }
     return Prepared(config, cases, targets)
@@ -375,10 +377,7 @@ def plan_gate(options: RunOptions) -> dict[str, Any]:
     return {
         "config": str(options.config_path),
         "cases": len(prepared.cases),
-        "variants": {
-            v: {"label": config.label(v), "target": (config.baseline if v == "baseline" else config.candidate).target}
-            for v in VARIANTS
-        },
+        "variants": {v: {"label": config.label(v), "target": config.target(v)} for v in VARIANTS},
         "repeats": config.run.repeats,
         "calls": calls,
         "concurrency": config.run.concurrency,

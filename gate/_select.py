@@ -9,6 +9,7 @@ holds rows, not traces.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from gate._traces import OUTPUT_CHARS, TAG_PREFIX, TraceRow, redact_uri
 __all__ = ["PAGE", "Collected", "Selection", "collect", "iter_pages", "pair_rows", "selection_for"]
 
 PAGE = 500  # traces per search request: MLflow's store answers a 500-trace page with spans in ~0.6 s here
+PAGE_ENV = "GATE_SEARCH_PAGE"  # a smaller page for a slow tracking server (and for the paging tests)
 PairBy = Literal["auto", "case_id", "inputs", "none"]
 
 
@@ -67,12 +69,13 @@ def iter_pages(client: Any, selection: Selection, tracking_uri: str) -> Iterator
     ``selection.max_traces`` in all."""
     token: str | None = None
     left = selection.max_traces
+    page_size = max(1, int(os.environ.get(PAGE_ENV, PAGE)))
     while left > 0:
         try:
             page = client.search_traces(
                 locations=[selection.experiment_id],
                 filter_string=selection.filter_string,
-                max_results=min(PAGE, left),
+                max_results=min(page_size, left),
                 order_by=["timestamp_ms DESC"],
                 page_token=token,
             )

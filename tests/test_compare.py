@@ -1,0 +1,282 @@
+"""`gate compare`: verdicts over traces that already exist, made outside the gate or by earlier gate runs.
+
+Traces come from a real script (tests/gate_trace_producer.py) calling a traced app through the openai SDK against
+the simulator, into the project's own SQLite store; the gate runs as a subprocess, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT, TESTS, Project
+from gate.simulator import SimulatorSettings, running_simulator
+
+CHECKS = [
+    {"metric": "latency_ms/median", "max_increase_pct": 500},
+    {"metric": "total_tokens/mean", "max_increase_pct": 1000},
+    {"metric": "error/rate", "at_most": 0.0},
+]
+
+
+def produce(project: Project, *args: str) -> dict[str, Any]:
+    """Run the producer script against a fresh simulator, into the project's store; return what it did."""
+    shutil.copy(TESTS / "gate_trace_producer.py", project.path / "gate_trace_producer.py")
+    out = project.path / f"produced-{time.monotonic_ns()}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project.path / 'store' / 'mlflow.db'}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    with running_simulator(SimulatorSettings(base_latency_ms=2, latency_sigma=0)) as base_url:
+        env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"] = base_url, "sk-test"
+        proc = subprocess.run(
+            [sys.executable, "gate_trace_producer.py", str(out), *args],
+            cwd=project.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def compare_config(project: Project, **overrides: Any) -> Path:
+    config: dict[str, Any] = {"version": 1, "experiment": "support-prod", "checks": CHECKS}
+    config.update(overrides)
+    path = project.path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+NAMES = ["--baseline", "trace_name=customer_support_v1", "--candidate", "trace_name=customer_support_v2"]
+
+
+def test_compare_traces_made_outside_the_gate_pairs_them_by_inputs(project: Project) -> None:
+    produce(project, "--repeats", "2")
+    compare_config(project)
+    result = project.gate("compare", *NAMES)
+    assert result.code == 0, result.stderr
+    verdict = result.verdict
+    assert verdict["status"] == "pass"
+    comparison = verdict["comparison"]
+    assert comparison["pair_by"] == "inputs"
+    assert comparison["baseline_source"] == comparison["candidate_source"] == "stored"
+    assert {v: r["traces"] for v, r in verdict["variants"].items()} == {"baseline": 12, "candidate": 12}
+    assert {v: r["calls"] for v, r in verdict["variants"].items()} == {"baseline": 0, "candidate": 0}
+    assert "trace.name = 'customer_support_v1'" in verdict["variants"]["baseline"]["selection"]["filter"]
+    assert all(c["n_pairs"] == 6 for c in verdict["checks"])  # 6 questions, 2 traces of each per version
+    assert verdict["spend"]["calls"] == 0
+    # the candidate's system prompt asks for detail: more tokens, every case
+    assert verdict["metrics"]["candidate"]["total_tokens/mean"] > verdict["metrics"]["baseline"]["total_tokens/mean"]
+
+
+def test_compare_selects_loggedmodel_versions_by_model_id(project: Project) -> None:
+    produced = produce(project, "--repeats", "1", "--model-ids")
+    compare_config(
+        project,
+        baseline={"label": "v1", "traces": {"model_id": produced["model_v1"]}},
+        candidate={"label": "v2", "traces": {"model_id": produced["model_v2"]}},
+    )
+    result = project.gate("compare")
+    assert result.code == 0, result.stderr
+    verdict = result.verdict
+    assert {v: r["traces"] for v, r in verdict["variants"].items()} == {"baseline": 6, "candidate": 6}
+    assert verdict["variants"]["baseline"]["label"] == "v1"
+    assert f"metadata.`mlflow.modelId` = '{produced['model_v1']}'" in verdict["variants"]["baseline"]["selection"][
+        "filter"
+    ]
+
+
+def test_unpaired_traffic_uses_unpaired_statistics_and_says_so(project: Project) -> None:
+    produce(project, "--repeats", "3", "--v1-questions", "0,1,2", "--v2-questions", "3,4,5")
+    compare_config(project, checks=[*CHECKS, {"metric": "cases_regressed/count", "at_most": 0}])
+    result = project.gate("compare", *NAMES)
+    verdict = result.verdict
+    assert verdict["comparison"]["pair_by"] == "none"
+    assert "too few to pair by" in verdict["comparison"]["why"]
+    checks = {c["metric"]: c for c in verdict["checks"]}
+    assert checks["total_tokens/mean"]["status"] in ("pass", "inconclusive")
+    assert checks["total_tokens/mean"]["ci_low"] is not None
+    assert checks["error/rate"]["p_value"] is None  # McNemar needs pairs
+    # per-case checks have no cases to compare: missing data is exit 3, never a pass
+    assert checks["cases_regressed/count"]["status"] == "missing"
+    assert "needs the same cases in both versions" in checks["cases_regressed/count"]["message"]
+    assert result.code == 3
+    assert verdict["cases"] == []
+
+
+def test_pair_by_inputs_can_be_forced_and_none_can_be_forced(project: Project) -> None:
+    produce(project, "--repeats", "1")
+    compare_config(project)
+    forced = project.gate("compare", *NAMES, "--pair-by", "none")
+    assert forced.code == 0, forced.stderr
+    assert forced.verdict["comparison"] == {**forced.verdict["comparison"], "pair_by": "none"}
+    assert "pair_by in the config" in forced.verdict["comparison"]["why"]
+
+
+def test_a_time_window_keeps_only_traces_since_the_instant(project: Project) -> None:
+    produced = produce(project, "--old", "5", "--repeats", "1")
+    midpoint = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(produced["midpoint_ms"] / 1000))
+    midpoint += f".{produced['midpoint_ms'] % 1000:03d}+00:00"
+    compare_config(project)
+    everything = project.gate("compare", *NAMES, "--since", "1h")
+    assert everything.verdict["variants"]["baseline"]["traces"] == 11  # 5 old + 6 new
+    recent = project.gate("compare", *NAMES, "--since", midpoint)
+    assert recent.code == 0, recent.stderr
+    assert recent.verdict["variants"]["baseline"]["traces"] == 6
+    assert re.search(r"timestamp_ms >= \d{13}", recent.verdict["variants"]["baseline"]["selection"]["filter"])
+
+
+def test_no_matching_traces_is_exit_3_naming_the_filter(project: Project) -> None:
+    produce(project, "--repeats", "1")
+    compare_config(project)
+    result = project.gate("compare", "--baseline", "trace_name=customer_support_v9", "--candidate", "trace_name=x")
+    assert result.code == 3
+    assert "RunError: no baseline traces match trace.name = 'customer_support_v9'" in result.stderr
+    assert result.verdict["status"] == "error"
+
+
+def test_bad_selectors_are_exit_2_with_the_place_and_the_fix(project: Project) -> None:
+    compare_config(project)
+    result = project.gate("compare", "--baseline", "trace_nam=v1", "--candidate", "trace_name=v2")
+    assert result.code == 2
+    assert "--baseline.trace_nam: unknown key; valid keys here:" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = project.gate("compare", "--baseline", "trace_name=v1", "--candidate", "since=yesterday")
+    assert result.code == 2
+    assert "'yesterday' is neither a duration (30m, 1h, 2d, 1w: that long ago) nor an ISO 8601 timestamp" in (
+        result.stderr
+    )
+    result = project.gate("compare")
+    assert result.code == 2
+    assert "baseline.traces: gate compare needs a selector for each version" in result.stderr
+    result = project.gate("compare", "--baseline", "v1", "--candidate", "trace_name=v2")
+    assert result.code == 2
+    assert "usage: --baseline v1: expected KEY=VALUE" in result.stderr
+
+
+def test_paging_past_one_page_reads_every_trace_and_reports_more_than_max(project: Project) -> None:
+    produce(project, "--repeats", "4")  # 24 traces per version
+    compare_config(project)
+    paged = project.gate("compare", *NAMES, env={"GATE_SEARCH_PAGE": "5"})  # 5 pages of 5
+    assert paged.code == 0, paged.stderr
+    assert {v: r["traces"] for v, r in paged.verdict["variants"].items()} == {"baseline": 24, "candidate": 24}
+    whole = project.gate("compare", *NAMES)
+    assert paged.verdict["metrics"] == whole.verdict["metrics"]
+    capped = project.gate(
+        "compare", *NAMES, "--baseline", "max_traces=7", env={"GATE_SEARCH_PAGE": "5"}
+    )
+    assert capped.verdict["variants"]["baseline"]["selection"]["traces"] == 7
+    assert capped.verdict["variants"]["baseline"]["selection"]["more_than_max"] is True
+    assert capped.verdict["variants"]["candidate"]["selection"]["more_than_max"] is False
+
+
+def test_the_docs_recipe_and_gate_compare_count_and_average_the_same(project: Project) -> None:
+    produce(project, "--repeats", "2")
+    page = (ROOT / "docs" / "compare.md").read_text(encoding="utf-8")
+    recipe = re.search(r"```python\n(.*?)```", page, re.S)
+    assert recipe is not None
+    script = project.path / "recipe.py"
+    script.write_text(recipe[1], encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project.path / 'store' / 'mlflow.db'}"
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_name = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in proc.stdout.splitlines()}
+    command = re.search(r"```bash\n(gate compare .*?)\n```", page, re.S)
+    assert command is not None
+    compare_config(project)
+    result = project.gate(*command[1].split()[1:])
+    assert result.code == 0, result.stderr
+    verdict = result.verdict
+    for variant, name in (("baseline", "customer_support_v1"), ("candidate", "customer_support_v2")):
+        count, tokens, latency = by_name[name]
+        assert verdict["variants"][variant]["traces"] == count == 12
+        assert verdict["metrics"][variant]["total_tokens/mean"] == pytest.approx(tokens)
+        assert verdict["metrics"][variant]["latency_ms/mean"] == pytest.approx(latency)
+
+
+# --- gate sessions: baseline reuse ---------------------------------------------------------------------------------
+
+
+def test_baseline_reuse_runs_only_the_candidate_and_says_so(project: Project) -> None:
+    project.write_config()
+    main = project.gate("run", "--simulate", "--session", "main-abc123")
+    assert main.code == 0, main.stderr
+    pr = project.gate("run", "--simulate", "--baseline-from", "main-abc123")
+    assert pr.code == 0, pr.stderr
+    verdict = pr.verdict
+    assert verdict["comparison"]["baseline_source"] == "stored"
+    assert verdict["comparison"]["baseline_from"] == "main-abc123"
+    assert verdict["variants"]["baseline"]["calls"] == 0
+    assert verdict["variants"]["baseline"]["traces"] == main.verdict["variants"]["baseline"]["traces"]
+    assert verdict["variants"]["baseline"]["mlflow_run_id"] == main.verdict["variants"]["baseline"]["mlflow_run_id"]
+    assert verdict["variants"]["candidate"]["calls"] == verdict["variants"]["candidate"]["traces"] > 0
+    assert verdict["spend"]["warmup_calls"] == 1  # the candidate's only
+    reused = {t for case in verdict["cases"] for t in case["baseline"]["trace_ids"]}
+    recorded = {t for case in main.verdict["cases"] for t in case["baseline"]["trace_ids"]}
+    assert reused == recorded
+
+
+def test_baseline_reuse_refuses_a_baseline_that_ran_something_else(project: Project) -> None:
+    project.write_config()
+    assert project.gate("run", "--simulate", "--session", "main-1").code == 0
+    project.write_config(run={"repeats": 1, "max_repeats": 2, "concurrency": 4, "timeout_s": 11})
+    changed = project.gate("run", "--simulate", "--baseline-from", "main-1")
+    assert changed.code == 3
+    assert "--baseline-from main-1: its baseline is not what this run would run; differs: baseline target and run" in (
+        changed.stderr
+    )
+    project.write_config(baseline={"target": "gate_test_apps:slow_agent", "label": "v1"})
+    other = project.gate("run", "--simulate", "--baseline-from", "main-1")
+    assert other.code == 3
+    assert "baseline code (" in other.stderr
+    unknown = project.gate("run", "--simulate", "--baseline-from", "no-such-session")
+    assert unknown.code == 3
+    assert "--baseline-from no-such-session: no finished baseline run of that session" in unknown.stderr
+
+
+# --- gate sessions: shards on one store ---------------------------------------------------------------------------
+
+
+def test_shards_gather_into_one_verdict_and_a_missing_shard_is_exit_3(project: Project) -> None:
+    project.write_config()
+    first = project.gate("run", "--simulate", "--session", "ci-7", "--shard", "1/2")
+    assert first.code == 0, first.stderr
+    assert first.verdict["comparison"]["shards"] == ["1/2"]
+    assert first.verdict["variants"]["baseline"]["calls"] == 3  # cases 1, 3, 5 of 6
+    missing = project.gate("compare", "--session", "ci-7")
+    assert missing.code == 3
+    assert "session ci-7 is incomplete: no run recorded for shard 2/2 baseline, 2/2 candidate" in missing.stderr
+    second = project.gate("run", "--simulate", "--session", "ci-7", "--shard", "2/2")
+    assert second.code == 0, second.stderr
+    gathered = project.gate("compare", "--session", "ci-7")
+    assert gathered.code == 0, gathered.stderr
+    verdict = gathered.verdict
+    assert verdict["comparison"]["shards"] == ["1/2", "2/2"]
+    assert verdict["comparison"]["pair_by"] == "case_id"
+    assert {c["case_id"] for c in verdict["cases"]} == {f"q{i}" for i in range(6)}
+    assert all(c["n_pairs"] == 6 for c in verdict["checks"])
+
+
+def test_shard_usage_errors_are_exit_2(project: Project) -> None:
+    project.write_config()
+    no_session = project.gate("run", "--shard", "1/2")
+    assert no_session.code == 2
+    assert "usage: --shard needs --session" in no_session.stderr
+    bad = project.gate("run", "--session", "s", "--shard", "3/2")
+    assert bad.code == 2
+    assert "usage: --shard 3/2: expected I/N with 1 <= I <= N" in bad.stderr
+    empty = project.gate("run", "--simulate", "--session", "s", "--shard", "7/7")
+    assert empty.code == 2
+    assert "the dataset has 6 cases, so this shard has none" in empty.stderr
