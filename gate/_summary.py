@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gate._verdict import Verdict
+from gate._verdict import VariantReport, Verdict
 
 __all__ = ["render_summary"]
 
@@ -20,10 +20,21 @@ def render_summary(verdict: Verdict) -> str:
         lines.append(f"  {verdict.error}")
     if verdict.variants:
         b, c = verdict.variants["baseline"], verdict.variants["candidate"]
-        lines.append(
-            f"  baseline {b.label}: {b.calls} calls, {b.errors} errors"
-            f" · candidate {c.label}: {c.calls} calls, {c.errors} errors"
-        )
+        sources = verdict.comparison
+        stored = {
+            "baseline": sources is not None and sources.baseline_source == "stored",
+            "candidate": sources is not None and sources.candidate_source == "stored",
+        }
+
+        def made(report: VariantReport, variant: str) -> str:
+            what = f"{report.traces} stored traces" if stored[variant] else f"{report.calls} calls"
+            return f"{variant} {report.label}: {what}, {report.errors} errors"
+
+        lines.append(f"  {made(b, 'baseline')} · {made(c, 'candidate')}")
+        if sources is not None and (sources.baseline_from or sources.pair_by != "case_id"):
+            reused = f"baseline reused from {sources.baseline_from}; " if sources.baseline_from else ""
+            paired = "unpaired statistics" if sources.pair_by == "none" else f"paired by {sources.pair_by}"
+            lines.append(f"  {reused}{paired} ({sources.why})")
         for variant in (b, c):
             for error in variant.first_errors:
                 lines.append(f"  {variant.label} error: {error}")

@@ -280,3 +280,19 @@ def test_shard_usage_errors_are_exit_2(project: Project) -> None:
     empty = project.gate("run", "--simulate", "--session", "s", "--shard", "7/7")
     assert empty.code == 2
     assert "the dataset has 6 cases, so this shard has none" in empty.stderr
+
+
+def test_a_compare_only_config_validates_and_gate_run_names_what_it_lacks(project: Project) -> None:
+    compare_config(
+        project,
+        baseline={"traces": {"trace_name": "customer_support_v1", "since": "1h"}},
+        candidate={"traces": {"trace_name": "customer_support_v2", "since": "1h"}},
+    )
+    valid = project.gate("validate")
+    assert valid.code == 0, valid.stderr
+    assert "is valid for gate compare: 3 checks, a trace selector for both versions" in valid.stderr
+    run = project.gate("run")
+    assert run.code == 2
+    assert "baseline.target: required key is missing (gate run calls it; 'traces' selects stored traces" in run.stderr
+    assert "(top level): give exactly one of 'dataset'" in run.stderr
+    assert run.verdict["status"] == "error"
