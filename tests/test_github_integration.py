@@ -379,3 +379,24 @@ def test_action_prints_error_annotations_where_the_runner_reads_them(failing: Ac
 
 def test_action_report_only_passes_the_step_on_a_failed_check(report_only: ActionRun) -> None:
     assert (report_only.gate.outputs["status"], report_only.result.code) == ("fail", 0), report_only.gate.log
+
+
+def test_action_runs_shards_and_gathers_them_with_command_compare(tmp_path_factory: pytest.TempPathFactory) -> None:
+    workspace, _ = _project(tmp_path_factory, "sharded")
+    for index in (1, 2):
+        shard = _run_action(
+            workspace,
+            tmp_path_factory.mktemp(f"shard-{index}-runner"),
+            {"simulate": "true", "extra-args": f"--session ci-42 --shard {index}/2"},
+        )
+        assert shard.gate.code == 0, shard.gate.log
+    gathered = _run_action(
+        workspace, tmp_path_factory.mktemp("gather-runner"), {"command": "compare", "extra-args": "--session ci-42"}
+    )
+    assert gathered.gate.code == 0, gathered.gate.log
+    assert gathered.gate.outputs["status"] == "pass"
+    verdict = json.loads(Path(gathered.gate.outputs["verdict-path"]).read_text(encoding="utf-8"))
+    assert verdict["comparison"]["shards"] == ["1/2", "2/2"]
+    wrong = _run_action(workspace, tmp_path_factory.mktemp("wrong-runner"), {"command": "evaluate"})
+    assert wrong.gate.code == 2
+    assert "input command must be run or compare" in wrong.gate.log
