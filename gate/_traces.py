@@ -102,16 +102,28 @@ class Store:
             with _sqlite_lock(tracking_uri):
                 seed_new_store(tracking_uri)  # a new SQLite store starts as a copy of a migrated one (~1.5 s less)
                 self.client = MlflowClient(tracking_uri)
-                found = self.client.get_experiment_by_name(experiment)
-                if found is None:
-                    self.experiment_id = self.client.create_experiment(
-                        experiment, artifact_location=self._artifact_location()
-                    )
-                else:
-                    self.experiment_id = found.experiment_id
+                self.experiment_id = self._experiment(experiment)
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
             raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {exc}") from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, creating it if needed. On a shared server another gate (a shard) may create it
+        between our lookup and our create: then the create fails as a duplicate and the lookup finds it."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, artifact_location=self._artifact_location()))
+        except MlflowException as exc:
+            if (
+                exc.error_code != "RESOURCE_ALREADY_EXISTS"
+                or (found := self.client.get_experiment_by_name(name)) is None
+            ):
+                raise
+            return str(found.experiment_id)
 
     def _require_reachable(self) -> None:
         """Fail in seconds when nothing answers at an http(s) URI, not after MLflow's ~4 min of request retries."""
