@@ -318,14 +318,16 @@ def _validate(args: argparse.Namespace) -> int:
         return 0
     with contextlib.redirect_stdout(sys.stderr):
         prepared = prepare(RunOptions(config_path=args.config), import_targets=args.import_targets)
-    static = prepared.located and all(found.how == "static" for found in prepared.located.values())
+    hows = {found.how for found in prepared.located.values()}
+    targets = (
+        "both targets import"
+        if args.import_targets
+        else "both targets defined (found in their source, not imported; --import imports them)"
+        if hows == {"static"}
+        else "both targets found (where the source could not tell, by importing them)"
+    )
     print(
-        f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks,"
-        + (
-            " both targets defined (found in their source, not imported; --import imports them)"
-            if static
-            else " both targets import"
-        ),
+        f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, {targets}",
         file=sys.stderr,
     )
     return 0

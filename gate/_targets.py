@@ -95,7 +95,7 @@ def _find_module(name: str, where: str) -> ModuleSpec | None:
         if found is None:
             raise ConfigError(f"{where}: cannot import module '{name}': No module named '{fullname}'")
         if depth == len(parts):
-            return found  # type: ignore[no-any-return]
+            return found
         path = getattr(loaded, "__path__", None) if loaded is not None else found.submodule_search_locations
         if path is None:
             missing = f"{fullname}.{parts[depth]}"

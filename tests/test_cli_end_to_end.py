@@ -170,7 +170,9 @@ def test_dry_run_plans_without_calling(project: Project) -> None:
 def test_validate_and_schema_commands(project: Project, tmp_path: Path) -> None:
     project.write_config()
     ok = project.gate("validate")
-    assert ok.code == 0 and "is valid: 6 cases, 3 checks, both targets import" in ok.stderr
+    assert ok.code == 0 and "is valid: 6 cases, 3 checks, both targets defined (found in their source" in ok.stderr
+    imported = project.gate("validate", "--import")
+    assert imported.code == 0 and "is valid: 6 cases, 3 checks, both targets import" in imported.stderr
     project.write_config(baseline={"target": "gate_test_apps:no_such_function"})
     bad = project.gate("validate")
     assert bad.code == 2
