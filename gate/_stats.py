@@ -5,6 +5,8 @@ every repeat of both versions of each drawn case together, so per-case difficult
 versions) cancels out of the delta, and the interval reflects how much the answer depends on which
 cases happened to be in the dataset. A replicate is one row of case weights, so every aggregation,
 percentiles included, is computed for all replicates at once from one sort (docs/design/statistics.md).
+
+numpy is imported where it is used: ``gate validate`` and ``--dry-run`` import this module but compute nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Floats = NDArray[np.float64]
 
 __all__ = ["DEFAULT_RESAMPLES", "Estimate", "PairedSample", "bootstrap", "clopper_pearson", "mcnemar_exact"]
 
 DEFAULT_RESAMPLES = 2000
-Floats = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Estimate:
 
 def _weighted_aggregate(values: Floats, case_of: NDArray[np.intp], weights: Floats, aggregation: str) -> Floats:
     """Aggregate ``values`` (one per call, ``case_of`` its case) under each row of case ``weights``."""
+    import numpy as np
+
     w = weights[:, case_of]  # (replicates, calls)
     if aggregation in ("mean", "rate"):
         means: Floats = (w @ values) / w.sum(axis=1)
@@ -84,6 +91,8 @@ def _weighted_aggregate(values: Floats, case_of: NDArray[np.intp], weights: Floa
 
 
 def _flatten(groups: Sequence[Sequence[float]]) -> tuple[Floats, NDArray[np.intp]]:
+    import numpy as np
+
     values = np.fromiter((v for g in groups for v in g), dtype=np.float64)
     case_of = np.fromiter((i for i, g in enumerate(groups) for _ in g), dtype=np.intp)
     return values, case_of
@@ -103,6 +112,8 @@ def bootstrap(
     """
     if sample.n_pairs == 0:
         raise ValueError("no paired cases")
+    import numpy as np
+
     rng = np.random.default_rng(seed)
 
     def case_weights(n: int) -> Floats:
@@ -186,6 +197,8 @@ def quantile_bounds(values: Sequence[float], q: float, confidence: float) -> tup
     p95 held ~85% of the time at 40 cases × 3, p99 ~65%); these bounds hold at the stated level for
     independent calls. Where the sample is too small for a bound (p99 of 120 calls), it is infinite.
     """
+    import numpy as np
+
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     n = len(ordered)
     if n == 0:
