@@ -111,7 +111,7 @@ def _usable_template(folder: Path) -> tuple[Path, bool]:
 def _head_revision() -> str:
     from mlflow.store.db.utils import _get_latest_schema_revision  # what MLflow checks a store against on opening
 
-    return str(_get_latest_schema_revision())
+    return str(_get_latest_schema_revision())  # type: ignore[no-untyped-call]
 
 
 def _is_usable(template: Path, head: str) -> bool:
@@ -134,7 +134,7 @@ def _build(template: Path) -> None:
 
     scratch = template.with_name(f"{template.name}.{uuid.uuid4().hex}.tmp")
     try:
-        store = SqlAlchemyStore(f"sqlite:///{scratch}", (template.parent / "unused-artifacts").as_uri())
+        store = SqlAlchemyStore(f"sqlite:///{scratch}", (template.parent / "unused").as_uri())  # type: ignore[no-untyped-call]
         store.engine.dispose()
         with contextlib.closing(sqlite3.connect(scratch)) as db:
             db.execute("DELETE FROM experiments WHERE experiment_id = 0")
