@@ -15,12 +15,12 @@ from mlflow.genai.scorers import scorer
 _client: openai.OpenAI | None = None
 
 
-def _ask(question: str, system: str = "Answer briefly.", max_tokens: int = 60) -> str:
+def _ask(question: str, system: str = "Answer briefly.", max_tokens: int = 60, model: str = "gpt-4o-mini") -> str:
     global _client
     if _client is None:
         _client = openai.OpenAI(max_retries=0)
     response = _client.chat.completions.create(
-        model="gpt-4o-mini",
+        model=model,
         messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
         temperature=0.3,
         max_tokens=max_tokens,
@@ -31,6 +31,11 @@ def _ask(question: str, system: str = "Answer briefly.", max_tokens: int = 60) -
 @mlflow.trace(span_type="AGENT")
 def agent(question: str) -> str:
     return _ask(question)
+
+
+@mlflow.trace(span_type="AGENT")
+def in_house_agent(question: str) -> str:
+    return _ask(question, model="in-house-llm-7b")  # a model no price list knows
 
 
 @mlflow.trace(span_type="AGENT")

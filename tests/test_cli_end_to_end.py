@@ -81,9 +81,11 @@ def test_candidate_raising_on_some_cases_fails_on_error_rate(project: Project) -
     errors = _check(verdict, "error/rate")
     assert errors["status"] == "fail"
     assert errors["candidate"] == pytest.approx(1 / 6)
-    assert verdict["variants"]["candidate"]["errors"] == 1
+    # One case fails on every repeat (another round runs when a latency check is still undecided).
+    repeats = verdict["spend"]["repeats_per_case"]
+    assert verdict["variants"]["candidate"]["errors"] == repeats
     # The failing call is a data point with its ERROR trace, not a crash of the gate.
-    assert verdict["variants"]["candidate"]["traces"] == 6
+    assert verdict["variants"]["candidate"]["traces"] == 6 * repeats
 
 
 def test_warn_severity_reports_but_passes(project: Project) -> None:
@@ -150,8 +152,11 @@ def test_app_printing_to_stdout_keeps_the_verdict_parseable(project: Project) ->
 
 
 def test_check_without_data_is_missing_and_exits_3(project: Project) -> None:
-    # cost_usd needs a price: the simulator's model is not in the (empty) price table.
-    project.write_config(checks=[{"metric": "cost_usd/sum", "max_increase_pct": 10}])
+    # cost_usd needs a price: neither the (empty) price table nor MLflow's own prices know this model.
+    in_house = {"target": "gate_test_apps:in_house_agent"}
+    project.write_config(
+        checks=[{"metric": "cost_usd/sum", "max_increase_pct": 10}], baseline=in_house, candidate=in_house
+    )
     result = project.gate("run", "--simulate")
     assert result.code == 3, result.stderr
     assert result.verdict["checks"][0]["status"] == "missing"

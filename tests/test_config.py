@@ -213,8 +213,27 @@ def test_misspelled_price_key_lists_price_keys(tmp_path: Path) -> None:
 
 
 def test_missing_required_key_is_named(tmp_path: Path) -> None:
+    path = config_with(tmp_path, checks=DROP)
+    assert problems(path) == [f"{path}: checks: required key is missing"]
+
+
+def test_a_variant_without_target_or_traces_is_rejected(tmp_path: Path) -> None:
+    path = config_with(tmp_path, baseline={"label": "v1"})
+    assert problems(path) == [
+        f"{path}: baseline: give 'target' (module:function, for gate run) or 'traces' (a selector of stored traces, "
+        "for gate compare)"
+    ]
+
+
+def test_gate_run_names_a_missing_target(tmp_path: Path) -> None:
     path = config_with(tmp_path, baseline=DROP)
-    assert problems(path) == [f"{path}: baseline: required key is missing"]
+    config = load_config(path)  # gate compare can select the baseline's traces by flags
+    with pytest.raises(ConfigError) as exc:
+        require_run_parts(config, path)
+    assert exc.value.problems == [
+        f"{path}: baseline.target: required key is missing (gate run calls it; 'traces' selects stored traces for "
+        "gate compare)"
+    ]
 
 
 def test_empty_checks_list_is_rejected(tmp_path: Path) -> None:
