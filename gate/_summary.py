@@ -74,8 +74,9 @@ def render_summary(verdict: Verdict) -> str:
             f" in {s.rounds} rounds; stopped: {s.stopped_because}"
         )
     if verdict.mlflow and verdict.mlflow.session:
+        uri = verdict.mlflow.tracking_uri
+        where = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
         lines.append(
-            f"  traces: experiment '{verdict.mlflow.experiment}', tag gate.session = {verdict.mlflow.session} "
-            f"(mlflow ui --backend-store-uri {verdict.mlflow.tracking_uri})"
+            f"  traces: experiment '{verdict.mlflow.experiment}', tag gate.session = {verdict.mlflow.session} ({where})"
         )
     return "\n".join(lines) + "\n"

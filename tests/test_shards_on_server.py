@@ -6,13 +6,10 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from conftest import QUESTIONS, Project
 from mlflow_server import MlflowServer
 
 pytest_plugins = ["mlflow_server"]
-pytestmark = pytest.mark.xdist_group("mlflow_server")  # one server per worker: keep its users on one worker
 
 CONFIG = {
     "cases": [{"id": f"q{i}", "inputs": {"question": q}} for i, q in enumerate(QUESTIONS)],
