@@ -68,7 +68,10 @@ def main() -> None:
     time.sleep(0.05)
     done["midpoint_ms"] = int(time.time() * 1000)
     time.sleep(0.05)
-    for version, app, questions in (("v1", support_v1, pick(args.v1_questions)), ("v2", support_v2, pick(args.v2_questions))):
+    for version, app, questions in (
+        ("v1", support_v1, pick(args.v1_questions)),
+        ("v2", support_v2, pick(args.v2_questions)),
+    ):
         if args.model_ids:
             done[f"model_{version}"] = mlflow.set_active_model(name=f"support-{version}").model_id
         for _ in range(args.repeats):

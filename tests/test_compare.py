@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import ROOT, TESTS, Project
+
 from gate.simulator import SimulatorSettings, running_simulator
 
 CHECKS = [
@@ -92,9 +92,10 @@ def test_compare_selects_loggedmodel_versions_by_model_id(project: Project) -> N
     verdict = result.verdict
     assert {v: r["traces"] for v, r in verdict["variants"].items()} == {"baseline": 6, "candidate": 6}
     assert verdict["variants"]["baseline"]["label"] == "v1"
-    assert f"metadata.`mlflow.modelId` = '{produced['model_v1']}'" in verdict["variants"]["baseline"]["selection"][
-        "filter"
-    ]
+    assert (
+        f"metadata.`mlflow.modelId` = '{produced['model_v1']}'"
+        in verdict["variants"]["baseline"]["selection"]["filter"]
+    )
 
 
 def test_unpaired_traffic_uses_unpaired_statistics_and_says_so(project: Project) -> None:
@@ -173,9 +174,7 @@ def test_paging_past_one_page_reads_every_trace_and_reports_more_than_max(projec
     assert {v: r["traces"] for v, r in paged.verdict["variants"].items()} == {"baseline": 24, "candidate": 24}
     whole = project.gate("compare", *NAMES)
     assert paged.verdict["metrics"] == whole.verdict["metrics"]
-    capped = project.gate(
-        "compare", *NAMES, "--baseline", "max_traces=7", env={"GATE_SEARCH_PAGE": "5"}
-    )
+    capped = project.gate("compare", *NAMES, "--baseline", "max_traces=7", env={"GATE_SEARCH_PAGE": "5"})
     assert capped.verdict["variants"]["baseline"]["selection"]["traces"] == 7
     assert capped.verdict["variants"]["baseline"]["selection"]["more_than_max"] is True
     assert capped.verdict["variants"]["candidate"]["selection"]["more_than_max"] is False

@@ -35,7 +35,18 @@ def test_two_shards_at_once_gather_into_one_verdict_and_a_missing_shard_is_exit_
     }
     procs = {
         key: subprocess.Popen(
-            [sys.executable, "-m", "gate", "run", "--simulate", "--no-progress", "--session", key[0], "--shard", key[1]],
+            [
+                sys.executable,
+                "-m",
+                "gate",
+                "run",
+                "--simulate",
+                "--no-progress",
+                "--session",
+                key[0],
+                "--shard",
+                key[1],
+            ],
             cwd=project.path,
             env=env,
             stdout=subprocess.PIPE,
@@ -45,7 +56,7 @@ def test_two_shards_at_once_gather_into_one_verdict_and_a_missing_shard_is_exit_
         for key in sorted(runs)
     }
     for key, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{key}: {err[-2000:]}"
 
     gathered = project.gate("compare", "--session", "shards-a", "--tracking-uri", uri)
