@@ -1,17 +1,16 @@
-"""How finished traces reach the store: buffered and written in batches, or by MLflow's own exporter.
+"""Which writer records the traces: the buffered writer where it was verified, else MLflow's own exporter.
 
 MLflow's exporter writes each trace to a SQL store in ~10 separate transactions (~36 ms of CPU per 2-span trace).
-The buffered writer lets the exporter hand each finished trace to memory instead (a hook on its private
-``MlflowV3SpanExporter._log_trace`` / ``_export_spans_incrementally``), then writes a batch through the store's own
-``start_trace`` (one per trace) and one ``log_spans`` for all their spans: the same rows, ~5 ms per trace. It is used
-only where it was verified (a plain SQLAlchemy store, the MLflow versions in ``TESTED_MLFLOW``) and after a one-trace
-self-test; otherwise MLflow's exporter writes (asynchronously, one worker). docs/design/trace-recording.md.
+Here its private ``MlflowV3SpanExporter._log_trace`` / ``_export_spans_incrementally`` are hooked so that it hands
+each finished trace to ``gate._buffered_writer.BufferedWriter`` instead, which writes them in batches. That is done
+only for a plain SQLAlchemy store, on the MLflow releases in ``TESTED_MLFLOW``, after a one-trace self-test, and unless
+the user configured MLflow's export; otherwise MLflow's exporter writes (async, one worker). ``GATE_TRACE_WRITER``
+forces either. docs/design/trace-recording.md.
 """
 
 from __future__ import annotations
 
 import atexit
-import copy
 import inspect
 import os
 import sys
@@ -20,16 +19,24 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gate._buffered_writer import BufferedWriter
 from gate._errors import ConfigError, RunError
 
-__all__ = ["TESTED_MLFLOW", "BufferedWriter", "WriterChoice", "default_async_export", "flush_traces", "start_recording"]
+__all__ = [
+    "TESTED_DATABASES",
+    "TESTED_MLFLOW",
+    "WriterChoice",
+    "default_async_export",
+    "flush_traces",
+    "start_recording",
+    "stop_recording",
+]
 
 TESTED_MLFLOW = ((3, 17),)  # (major, minor) releases whose private exporter hooks were verified
+TESTED_DATABASES = ("sqlite", "postgresql")  # SqlAlchemyStore.db_type values the writer was verified on
 WRITER_ENV = "GATE_TRACE_WRITER"  # "buffered" or "mlflow" forces a writer
 ASYNC_ENV = "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"
-FLUSH_EVERY = 500  # traces buffered before a background flush: what a crash can lose
-SPANS_PER_WRITE = 1000  # spans per log_spans call
-EXIT_FLUSH_S = 5.0
+EXIT_FLUSH_S = 30.0
 SELFTEST_TAG = "gate.selftest"
 
 _state: dict[str, Any] = {"written": None, "active": None, "hooked": False, "atexit": False}
@@ -62,182 +69,6 @@ class WriterChoice:
             return f"traces are written by the buffered writer ({self.reason})"
         mode = "async, 1 worker" if os.environ.get(ASYNC_ENV, "").lower() in ("true", "1") else "sync"
         return f"traces are written by MLflow's exporter ({mode}): {self.reason}"
-
-
-@dataclass
-class _Pending:
-    trace: Any  # mlflow.entities.Trace
-    prompts: Any
-
-
-class BufferedWriter:
-    """Finished traces held in memory and written to a SQLAlchemy store in batches; failures are reported."""
-
-    def __init__(self, store: Any, tracking_uri: str, flush_every: int = FLUSH_EVERY) -> None:
-        self.store = store
-        self.tracking_uri = tracking_uri
-        self.flush_every = flush_every
-        self.failed: list[tuple[str, str]] = []  # (trace id, error) of traces that could not be written
-        self.written = 0
-        self._buffer: list[_Pending] = []
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopped = False
-        self._flusher = threading.Thread(target=self._flush_in_background, name="gate-trace-writer", daemon=True)
-        self._flusher.start()
-
-    @property
-    def pending(self) -> int:
-        """Traces handed over and not yet written (or reported failed)."""
-        with self._lock:
-            return len(self._buffer) + self._in_flight
-
-    def add(self, trace: Any, prompts: Any = ()) -> None:
-        """Called by MLflow's exporter, in the thread that ended the trace's root span: must stay cheap."""
-        with self._lock:
-            self._buffer.append(_Pending(trace, prompts))
-            full = len(self._buffer) >= self.flush_every
-        if full:
-            self._wake.set()
-
-    def flush(self, deadline_s: float | None = None) -> bool:
-        """Write every trace handed over so far; with a deadline, give up waiting then (the write goes on)."""
-        if deadline_s is None:
-            self._flush_now()
-            return True
-        flusher = threading.Thread(target=self._flush_now, name="gate-trace-flush", daemon=True)
-        flusher.start()
-        flusher.join(deadline_s)
-        return not flusher.is_alive()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._wake.set()
-
-    def _flush_in_background(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopped:
-                return
-            self._flush_now()
-
-    def _flush_now(self) -> None:
-        with self._flush_lock:
-            while True:
-                with self._lock:
-                    chunk, self._buffer = self._buffer[: self.flush_every], self._buffer[self.flush_every :]
-                    self._in_flight = len(chunk)
-                if not chunk:
-                    return
-                failed_before = len(self.failed)
-                try:
-                    self._write(chunk)
-                except Exception as exc:  # noqa: BLE001 - a bug of ours must not lose the chunk without a word
-                    self.failed += [(p.trace.info.trace_id, f"{type(exc).__name__}: {exc}") for p in chunk]
-                finally:
-                    with self._lock:
-                        self._in_flight = 0
-                if len(self.failed) > failed_before:
-                    self._report(self.failed[failed_before:])
-
-    def _write(self, chunk: list[_Pending]) -> None:
-        from mlflow.tracing.utils import add_size_stats_to_trace_metadata
-
-        store = _with_cached_experiments(self.store)
-        started: dict[str, list[tuple[_Pending, Any]]] = {}
-        for item in chunk:
-            add_size_stats_to_trace_metadata(item.trace)  # as the exporter does, before start_trace
-            # start_trace before log_spans: the plain INSERT path (the other order takes a slow merge path).
-            info = self._start_trace(store, item)
-            if info is not None:
-                started.setdefault(item.trace.info.experiment_id, []).append((item, info))
-        for location, items in started.items():
-            for batch in _batches(items):
-                try:
-                    store.log_spans(location, [span for item, _ in batch for span in item.trace.data.spans])
-                except Exception:  # noqa: BLE001 - retried trace by trace; what still fails is reported
-                    batch = [(item, info) for item, info in batch if self._log_spans(store, location, item)]
-                for item, info in batch:
-                    self._finish(item, info)
-                    self.written += 1
-
-    def _start_trace(self, store: Any, item: _Pending) -> Any:
-        """The stored TraceInfo, or None (the failure recorded) after one retry."""
-        for attempt in range(2):
-            try:
-                return store.start_trace(item.trace.info)
-            except Exception as exc:  # noqa: BLE001 - any store failure: retry once, then report
-                if attempt:
-                    self.failed.append((item.trace.info.trace_id, f"start_trace: {type(exc).__name__}: {exc}"))
-        return None
-
-    def _log_spans(self, store: Any, location: str, item: _Pending) -> bool:
-        try:
-            store.log_spans(location, item.trace.data.spans)
-            return True
-        except Exception as exc:  # noqa: BLE001 - any store failure is reported
-            self.failed.append((item.trace.info.trace_id, f"log_spans: {type(exc).__name__}: {exc}"))
-            return False
-
-    def _finish(self, item: _Pending, info: Any) -> None:
-        """The rest of the exporter's ``_log_trace``: attachments and prompt links (both rare; neither fatal)."""
-        attachments: dict[str, Any] = {}
-        for span in item.trace.data.spans:
-            attachments.update(getattr(span, "_attachments", None) or {})
-        if not attachments and not item.prompts:
-            return
-        from mlflow.tracing.client import TracingClient
-        from mlflow.tracing.export.utils import try_link_prompts_to_trace
-
-        client = TracingClient(self.tracking_uri)
-        try:
-            if attachments:
-                client._upload_attachments(info, attachments)
-            try_link_prompts_to_trace(client, item.trace.info.trace_id, item.prompts, synchronous=False)
-        except Exception as exc:  # noqa: BLE001 - MLflow only warns here too
-            print(f"gate: warning: trace {item.trace.info.trace_id}: attachments or prompts: {exc}", file=sys.stderr)
-
-    def _report(self, failures: list[tuple[str, str]]) -> None:
-        examples = "; ".join(f"{trace_id}: {error}" for trace_id, error in failures[:3])
-        print(
-            f"gate: error: {len(failures)} traces could not be written to the store ({examples}); "
-            "the run counts them as missing",
-            file=sys.stderr,
-        )
-
-
-def _batches(items: list[tuple[_Pending, Any]]) -> list[list[tuple[_Pending, Any]]]:
-    batches: list[list[tuple[_Pending, Any]]] = [[]]
-    spans = 0
-    for item in items:
-        count = len(item[0].trace.data.spans)
-        if batches[-1] and spans + count > SPANS_PER_WRITE:
-            batches.append([])
-            spans = 0
-        batches[-1].append(item)
-        spans += count
-    return batches
-
-
-def _with_cached_experiments(store: Any) -> Any:
-    """A copy of the store whose ``get_experiment`` is read once per flush (start_trace reads it every time).
-
-    A copy, not a patch: other threads reading experiments through the shared store are unaffected.
-    """
-    cached: dict[str, Any] = {}
-    read = store.get_experiment
-
-    def get_experiment(experiment_id: str) -> Any:
-        if experiment_id not in cached:
-            cached[experiment_id] = read(experiment_id)
-        return cached[experiment_id]
-
-    flushing = copy.copy(store)
-    flushing.get_experiment = get_experiment
-    return flushing
 
 
 def _active() -> BufferedWriter | None:
@@ -294,6 +125,8 @@ def _unsupported(tracking_uri: str, forced: bool) -> tuple[str | None, Any]:
     store = TracingClient(tracking_uri).store
     if type(store) is not SqlAlchemyStore:
         return f"the store is a {type(store).__name__}, not a local SQL database (SqlAlchemyStore)", store
+    if store.db_type not in TESTED_DATABASES:
+        return f"the buffered writer is verified on {', '.join(TESTED_DATABASES)} only, not {store.db_type}", store
     version = tuple(int(p) for p in mlflow.__version__.split(".")[:2] if p.isdigit())
     if not forced and version not in TESTED_MLFLOW:
         tested = ", ".join(f"{a}.{b}.x" for a, b in TESTED_MLFLOW)
@@ -352,7 +185,7 @@ def start_recording(tracking_uri: str, experiment_id: str) -> WriterChoice:
     forced = os.environ.get(WRITER_ENV, "").strip().lower()
     if forced not in ("", "buffered", "mlflow"):
         raise ConfigError(f"{WRITER_ENV}={forced!r}: unknown trace writer; known: buffered, mlflow")
-    _stop_active()
+    stop_recording()
     reason: str | None = None
     store: Any = None
     if forced == "mlflow":
@@ -365,7 +198,7 @@ def start_recording(tracking_uri: str, experiment_id: str) -> WriterChoice:
         except Exception as exc:  # noqa: BLE001 - MLflow internals moved: use the public path
             reason = f"{type(exc).__name__}: {exc}"
     if reason is None:
-        writer = BufferedWriter(store, store_uri(tracking_uri))
+        writer = BufferedWriter(store, mlflow.get_tracking_uri())  # the URI MLflow's exporter was built with
         _state["active"] = writer
         _set_async_export(False)  # the buffer takes traces as their root span ends, in the caller's thread
         mlflow.set_experiment(experiment_id=experiment_id)  # rebuilds MLflow's exporter, which reads the setting
@@ -374,8 +207,8 @@ def start_recording(tracking_uri: str, experiment_id: str) -> WriterChoice:
             if not _state["atexit"]:
                 atexit.register(_flush_at_exit)
                 _state["atexit"] = True
-            return WriterChoice("buffered", f"MLflow {mlflow.__version__}, SQL store, self-test passed")
-        _stop_active()
+            return WriterChoice("buffered", f"MLflow {mlflow.__version__}, {store.db_type} store, self-test passed")
+        stop_recording()
         reason = f"the buffered writer's self-test failed: {problem}"
     if forced == "buffered":
         raise RunError(f"{WRITER_ENV}=buffered cannot be used: {reason}")
@@ -385,14 +218,8 @@ def start_recording(tracking_uri: str, experiment_id: str) -> WriterChoice:
     return WriterChoice("mlflow", reason)
 
 
-def store_uri(tracking_uri: str) -> str:
-    """The tracking URI as MLflow's exporter holds it (resolved), to recognise the exporters of this store."""
-    from mlflow.tracing.client import TracingClient
-
-    return str(TracingClient(tracking_uri).tracking_uri)
-
-
-def _stop_active() -> None:
+def stop_recording() -> None:
+    """Write out and switch off the buffered writer, if one is on (MLflow's exporter then writes as configured)."""
     writer = _active()
     if writer is not None:
         writer.flush()

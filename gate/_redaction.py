@@ -12,28 +12,29 @@ import json
 import logging
 from typing import Any
 
-from gate._secrets import redact
+from gate._secrets import redact, secret_values
 
 __all__ = ["install_span_redaction", "redact_span"]
 
 _log = logging.getLogger("gate")
 
 
-def _redact_value(value: Any) -> Any:
+def _redact_value(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return redact(value, secrets)
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):
         return value
-    cleaned = redact(text)
+    cleaned = redact(text, secrets)
     return value if cleaned == text else json.loads(cleaned)
 
 
 def redact_span(span: Any) -> None:
     """Redact secrets in a live span's attributes, exception events and status description."""
+    secrets = secret_values()  # once per span, not per attribute: reading the environment costs ~0.1 ms
     for key, value in list(span.attributes.items()):
-        cleaned = _redact_value(value)
+        cleaned = _redact_value(value, secrets)
         if cleaned != value:
             span.set_attribute(key, cleaned)
     otel = getattr(span, "_span", None)
@@ -43,12 +44,12 @@ def redact_span(span: Any) -> None:
         from opentelemetry.trace import Status
 
         events = list(getattr(otel, "_events", None) or [])
-        if any(_redact_value(dict(e.attributes or {})) != dict(e.attributes or {}) for e in events):
-            redacted = [Event(e.name, _redact_value(dict(e.attributes or {})), e.timestamp) for e in events]
+        if any(_redact_value(dict(e.attributes or {}), secrets) != dict(e.attributes or {}) for e in events):
+            redacted = [Event(e.name, _redact_value(dict(e.attributes or {}), secrets), e.timestamp) for e in events]
             otel._events = BoundedList.from_seq(otel._events._dq.maxlen, redacted)  # type: ignore[union-attr]
         status = getattr(otel, "_status", None)
-        if status is not None and status.description and redact(status.description) != status.description:
-            otel._status = Status(status.status_code, redact(status.description))  # type: ignore[union-attr]
+        if status is not None and status.description and redact(status.description, secrets) != status.description:
+            otel._status = Status(status.status_code, redact(status.description, secrets))  # type: ignore[union-attr]
     except (AttributeError, ImportError, TypeError) as exc:  # MLflow or OpenTelemetry internals moved
         _log.warning("gate: could not redact span events (%s); attributes were redacted", exc)
 
