@@ -222,13 +222,15 @@ def _check_shards(runs: Sequence[Any], session: str, config: GateConfig, cases: 
 
 def _results_of(rows: Sequence[TraceRow], cases: Mapping[str, Case]) -> list[CallResult]:
     """The calls the rows stand for (a stored ERROR trace is a failed call)."""
-    return [
-        CallResult(
-            Call(row.variant, cases.get(row.case_id) or Case(row.case_id, {}), row.repeat),  # type: ignore[arg-type]
-            "the stored trace is in state ERROR" if row.values.get("error") else None,
-        )
-        for row in rows
-    ]
+    known = dict(cases)
+    results = []
+    for row in rows:
+        case = known.get(row.case_id)
+        if case is None:
+            case = known[row.case_id] = Case(row.case_id, {})
+        error = "the stored trace is in state ERROR" if row.values.get("error") else None
+        results.append(CallResult(Call(row.variant, case, row.repeat), error))  # type: ignore[arg-type]
+    return results
 
 
 def compare(options: CompareOptions) -> Verdict:
@@ -267,7 +269,15 @@ def compare(options: CompareOptions) -> Verdict:
         for variant, selector in selectors.items():
             experiment_id = _experiment_id(store, selector.experiment)
             selections[variant] = selection_for(selector, variant, experiment_id, now_s)
-            collect(store.client, selections[variant], tracking_uri, config.pricing, collected, scoring)
+            collect(
+                store.client,
+                selections[variant],
+                tracking_uri,
+                config.pricing,
+                collected,
+                scoring,
+                need_traces=bool(scoring.scorers),
+            )
             if not collected.found.get(variant):
                 raise RunError(
                     f"no {variant} traces match {selections[variant].filter_string} in experiment "
@@ -402,7 +412,7 @@ def load_stored_baseline(
             f"metadata.`mlflow.sourceRun` = '{run.info.run_id}'",
             1_000_000,
         )
-        collect(store.client, selection, store.tracking_uri, config.pricing, collected, scoring)
+        collect(store.client, selection, store.tracking_uri, config.pricing, collected, scoring, bool(scoring.scorers))
     paired = pair_rows(collected.seen, "case_id")
     wanted = {c.id for c in cases}
     rows = [r for r in paired.rows if r.case_id in wanted]

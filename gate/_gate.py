@@ -177,7 +177,7 @@ class _Session:
             calls, self.prepared.targets, self.context_for, cfg.concurrency, cfg.timeout_s, record, retry
         )
         self.in_round = []
-        traces = self.store.fetch_traces(self.session, repeats, self.shard)
+        traces = self.store.fetch_traces(self.session, repeats, self.shard, spans_as_dicts=not self.scorers)
         if self.shard:  # a shard re-run into the same session: only this run's traces are its data
             mine = set(self.run_ids.values())
             traces = [t for t in traces if t.info.trace_metadata.get("mlflow.sourceRun") in mine]

@@ -19,6 +19,7 @@ from gate._config import TraceSelector, parse_instant
 from gate._dataset import Case, case_id_for
 from gate._errors import RunError
 from gate._metrics import extract_values, output_text, root_output
+from gate._span_rows import span_reader, with_dict_spans
 from gate._traces import OUTPUT_CHARS, TAG_PREFIX, TraceRow, redact_uri
 
 __all__ = ["PAGE", "Collected", "Selection", "collect", "iter_pages", "pair_rows", "selection_for"]
@@ -64,7 +65,9 @@ def selection_for(selector: TraceSelector, variant: str, experiment_id: str, now
     return Selection(variant, experiment_id, " AND ".join(terms), selector.max_traces)
 
 
-def iter_pages(client: Any, selection: Selection, tracking_uri: str) -> Iterator[tuple[list[Any], str | None]]:
+def iter_pages(
+    client: Any, selection: Selection, tracking_uri: str, include_spans: bool = True
+) -> Iterator[tuple[list[Any], str | None]]:
     """The selected traces, newest first, a page at a time (with the next page's token), at most
     ``selection.max_traces`` in all."""
     token: str | None = None
@@ -78,6 +81,7 @@ def iter_pages(client: Any, selection: Selection, tracking_uri: str) -> Iterator
                 max_results=min(page_size, left),
                 order_by=["timestamp_ms DESC"],
                 page_token=token,
+                include_spans=include_spans,
             )
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
             raise RunError(
@@ -133,11 +137,19 @@ def collect(
     pricing: Mapping[str, Any],
     into: Collected,
     score_page: Callable[[list[TraceRow], dict[str, Any], dict[str, Case]], list[TraceRow]],
+    need_traces: bool = True,
 ) -> None:
-    """Read a selection page by page into ``into``; ``score_page`` adds scores while each page's traces exist."""
+    """Read a selection page by page into ``into``; ``score_page`` adds scores while each page's traces exist.
+
+    ``need_traces=False`` (no scorer looks at MLflow's ``Trace`` objects): spans are read as plain dicts,
+    one query per page, where the store allows it (gate/_span_rows.py).
+    """
     variant = selection.variant
     count, last_token = 0, None
-    for traces, token in iter_pages(client, selection, tracking_uri):
+    reader = None if need_traces else span_reader(client)
+    for traces, token in iter_pages(client, selection, tracking_uri, include_spans=reader is None):
+        if reader is not None:
+            traces = with_dict_spans(client, traces, reader)
         last_token = token
         rows, cases, page_seen = [], {}, []
         for trace in traces:

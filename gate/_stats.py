@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RESAMPLES", "Estimate", "PairedSample", "bootstrap", "clopper_pearson", "mcnemar_exact"]
 
 DEFAULT_RESAMPLES = 2000
+BLOCK_CELLS = 2_000_000  # cells of one (replicates × calls) matrix: bounds the bootstrap's memory (16 MB each)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ def _weighted_aggregate(values: Floats, case_of: NDArray[np.intp], weights: Floa
     """Aggregate ``values`` (one per call, ``case_of`` its case) under each row of case ``weights``."""
     import numpy as np
 
+    # A block of replicates at a time: (replicates × calls) matrices of 2,000 × 10,000 calls would take ~160 MB each.
+    block = max(1, BLOCK_CELLS // max(len(values), 1))
+    if weights.shape[0] > block:
+        parts = [
+            _weighted_aggregate(values, case_of, weights[start : start + block], aggregation)
+            for start in range(0, weights.shape[0], block)
+        ]
+        joined: Floats = np.concatenate(parts)
+        return joined
     w = weights[:, case_of]  # (replicates, calls)
     if aggregation in ("mean", "rate"):
         means: Floats = (w @ values) / w.sum(axis=1)
@@ -185,8 +195,19 @@ def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
         return (lo + hi) / 2
 
     # lower: the p at which seeing k or more has probability alpha; upper: seeing k or fewer has alpha.
-    lower = 0.0 if k == 0 else solve(lambda p: _binom_tail_ge(k, n, p) - alpha)
-    upper = 1.0 if k == n else solve(lambda p: alpha - (1 - _binom_tail_ge(k + 1, n, p)))
+    # At k = 0 and k = n the tails are single terms, (1 - p)^n and p^n, so the bounds have closed forms.
+    if k == 0:
+        lower = 0.0
+    elif k == n:
+        lower = alpha ** (1 / n)
+    else:
+        lower = solve(lambda p: _binom_tail_ge(k, n, p) - alpha)
+    if k == n:
+        upper = 1.0
+    elif k == 0:
+        upper = 1 - alpha ** (1 / n)
+    else:
+        upper = solve(lambda p: alpha - (1 - _binom_tail_ge(k + 1, n, p)))
     return lower, upper
 
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from conftest import ROOT, TESTS, Project
 
+from gate._config import PriceConfig
 from gate.simulator import SimulatorSettings, running_simulator
 
 CHECKS = [
@@ -253,7 +254,9 @@ def test_shards_gather_into_one_verdict_and_a_missing_shard_is_exit_3(project: P
     first = project.gate("run", "--simulate", "--session", "ci-7", "--shard", "1/2")
     assert first.code == 0, first.stderr
     assert first.verdict["comparison"]["shards"] == ["1/2"]
-    assert first.verdict["variants"]["baseline"]["calls"] == 3  # cases 1, 3, 5 of 6
+    repeats = first.verdict["spend"]["repeats_per_case"]  # a second round when a latency check is undecided
+    assert first.verdict["variants"]["baseline"]["calls"] == 3 * repeats  # cases 1, 3, 5 of 6
+    assert sorted(c["case_id"] for c in first.verdict["cases"]) == ["q0", "q2", "q4"]
     missing = project.gate("compare", "--session", "ci-7")
     assert missing.code == 3
     assert "session ci-7 is incomplete: no run recorded for shard 2/2 baseline, 2/2 candidate" in missing.stderr
@@ -295,3 +298,26 @@ def test_a_compare_only_config_validates_and_gate_run_names_what_it_lacks(projec
     assert "baseline.target: required key is missing (gate run calls it; 'traces' selects stored traces" in run.stderr
     assert "(top level): give exactly one of 'dataset'" in run.stderr
     assert run.verdict["status"] == "error"
+
+
+def test_spans_read_as_dicts_give_the_same_metrics_as_mlflows_span_objects(project: Project) -> None:
+    from mlflow import MlflowClient
+
+    from gate._metrics import extract_values, output_text, root_output
+    from gate._span_rows import span_reader, with_dict_spans
+
+    produce(project, "--repeats", "1")
+    client = MlflowClient(f"sqlite:///{project.path / 'store' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("support-prod").experiment_id
+    full = {t.info.trace_id: t for t in client.search_traces(locations=[experiment], max_results=100)}
+    bare = list(client.search_traces(locations=[experiment], max_results=100, include_spans=False))
+    reader = span_reader(client)
+    assert reader is not None  # a SQLite store: the table is there
+    assert len(reader([t.info for t in bare])) == len(full) == 12  # every trace's spans, all of them
+    lite = with_dict_spans(client, bare, reader)
+    for trace in lite:
+        mlflows = full[trace.info.trace_id]
+        prices = {"gpt-4o-mini": PriceConfig(input_per_mtok=0.15, output_per_mtok=0.6)}
+        assert extract_values(trace, prices) == extract_values(mlflows, prices)
+        assert output_text(root_output(trace.data.spans)) == output_text(root_output(mlflows.data.spans))
+        assert trace.data.request == json.loads(mlflows.data.request)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import numpy as np
 import pytest
 
+from gate import _stats as stats
 from gate._stats import PairedSample, _weighted_aggregate, bootstrap, clopper_pearson, mcnemar_exact, quantile_bounds
 
 Z95 = 1.6448536269514722  # standard normal 95th percentile (no scipy here)
@@ -238,3 +240,26 @@ def test_order_statistic_bound_is_infinite_when_the_sample_is_too_small() -> Non
 
 def test_order_statistic_bounds_of_the_median_of_1_to_100() -> None:
     assert quantile_bounds([float(i) for i in range(1, 101)], 0.5, 0.95) == (42.0, 59.0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 50, 5000])
+def test_clopper_pearson_closed_forms_at_none_and_all_solve_the_tail_equations(n: int) -> None:
+    alpha = 0.05
+    _, upper = clopper_pearson(0, n, 0.95)
+    assert (1 - upper) ** n == pytest.approx(alpha, rel=1e-9)  # P(X = 0) at the upper bound
+    lower, _ = clopper_pearson(n, n, 0.95)
+    assert lower**n == pytest.approx(alpha, rel=1e-9)  # P(X = n) at the lower bound
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "p95", "median"])
+def test_bootstrap_in_blocks_of_replicates_gives_the_same_intervals(
+    aggregation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(3)
+    sample = PairedSample(
+        [[rng.gauss(100, 20) for _ in range(3)] for _ in range(40)],
+        [[rng.gauss(110, 20) for _ in range(3)] for _ in range(40)],
+    )
+    whole = bootstrap(sample, aggregation, seed=5)
+    monkeypatch.setattr(stats, "BLOCK_CELLS", 1000)  # 8 replicates per block
+    assert bootstrap(sample, aggregation, seed=5) == whole
