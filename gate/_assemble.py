@@ -161,6 +161,8 @@ def build_verdict(
             experiment=config.experiment,
             experiment_id=store.experiment_id,
             session=session.session,
+            trace_writer=getattr(getattr(store, "writer", None), "writer", None),
+            trace_writer_reason=getattr(getattr(store, "writer", None), "reason", None),
         ),
         timing={"started_at": started_at, "total_s": round(time.monotonic() - started, 3)},
     )

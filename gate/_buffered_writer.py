@@ -15,9 +15,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FLUSH_EVERY", "SPANS_PER_WRITE", "BufferedWriter"]
+__all__ = ["FLUSH_EVERY", "FLUSH_INTERVAL_S", "SPANS_PER_WRITE", "BufferedWriter"]
 
 FLUSH_EVERY = 500  # traces buffered before a background flush: what a crash can lose
+# Also write whatever is buffered this often, so that the writing overlaps the calls' waiting for the model instead of
+# all landing at the next read (N = 100 at 100 ms: the read's flush was 1.8 s of a 9.4 s run). Calls of both versions
+# are interleaved, so the CPU this takes from them falls on both alike.
+FLUSH_INTERVAL_S = 0.5
 SPANS_PER_WRITE = 1000  # spans per log_spans call
 
 
@@ -75,11 +79,14 @@ class BufferedWriter:
 
     def _flush_in_background(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
             if self._stopped:
                 return
-            self._flush_now()
+            with self._lock:
+                waiting = bool(self._buffer)
+            if waiting:
+                self._flush_now()
 
     def _flush_now(self) -> None:
         with self._flush_lock:

@@ -369,6 +369,9 @@ def entry() -> None:
         print(
             f"gate: warning: the app left {len(leftovers)} threads running ({names}); exiting anyway", file=sys.stderr
         )
+        from gate._recorder import flush_traces  # os._exit skips atexit: write the traces still buffered first
+
+        flush_traces(3.0)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -133,6 +133,10 @@ class MlflowReport(_Out):
     experiment: str
     experiment_id: str | None = None
     session: str | None = Field(None, description="the gate.session tag shared by this run's traces")
+    trace_writer: Literal["buffered", "mlflow"] | None = Field(
+        None, description="who wrote this run's traces: the gate's buffered writer, or MLflow's exporter"
+    )
+    trace_writer_reason: str | None = None
 
 
 class Verdict(_Out):

@@ -213,6 +213,8 @@ def test_baseline_reuse_runs_only_the_candidate_and_says_so(project: Project) ->
     project.write_config()
     main = project.gate("run", "--simulate", "--session", "main-abc123")
     assert main.code == 0, main.stderr
+    assert main.verdict["mlflow"]["trace_writer"] == "buffered"  # SQLite, MLflow 3.17.x, self-test passed
+    assert "self-test passed" in main.verdict["mlflow"]["trace_writer_reason"]
     pr = project.gate("run", "--simulate", "--baseline-from", "main-abc123")
     assert pr.code == 0, pr.stderr
     verdict = pr.verdict
