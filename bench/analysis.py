@@ -105,8 +105,11 @@ def _uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+COMMAND = ["compare"]  # --command: `gate compare --session` (paged, spans as dicts) or `gate score --session`
+
+
 def score_command(folder: Path, session: str, output: Path) -> list[str]:
-    return ["gate", "score", "--session", session, "-c", str(folder / "thresholds.yaml"), "--tracking-uri",
+    return ["gate", COMMAND[0], "--session", session, "-c", str(folder / "thresholds.yaml"), "--tracking-uri",
             _uri(folder), "--output", str(output)]  # fmt: skip
 
 
@@ -234,8 +237,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--json", help="also write the results as JSON here")
+    parser.add_argument(
+        "--command", choices=["compare", "score"], default="compare", help="the command that re-reads the session"
+    )
     parser.add_argument("--gate-commit", help="measure gate as of this commit (git archive) instead of the checkout")
     args = parser.parse_args()
+    COMMAND[0] = args.command
     print(f"gate under test: {use_gate_commit(args.gate_commit)}", file=sys.stderr)
     folder = args.store_dir.resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -260,14 +267,15 @@ def main() -> int:
     wall = median([r["wall_s"] for r in runs])
     rss = max(r["peak_rss_mb"] for r in runs)
     build = meta["build"]
-    print(f"\n`gate score` on one session of {meta['traces']} traces ({meta['cases']} cases × {meta['repeats']} "
+    print(f"\n`gate {COMMAND[0]}` on one session of {meta['traces']} traces ({meta['cases']} cases × {meta['repeats']} "
           f"repeats × 2 versions); {machine()}\n")  # fmt: skip
     print("| what | median wall s (runs) | median CPU s | peak RSS MB | traces read / stored | exits | target |")
     print("|---|---|---:|---:|---|---|---|")
     walls = ", ".join(f"{r['wall_s']:.1f}" for r in runs)
     cpu = median([r["cpu_s"] for r in runs])
     print(
-        f"| gate score | {wall:.2f} ({walls}) | {cpu:.1f} | {rss:.0f} | {runs[0]['traces_read']} / {meta['traces']} | "
+        f"| gate {COMMAND[0]} | {wall:.2f} ({walls}) | {cpu:.1f} | {rss:.0f} | "
+        f"{runs[0]['traces_read']} / {meta['traces']} | "
         f"{', '.join(str(r['exit_code']) for r in runs)} | ≤ {TARGET_S:g} s: {'met' if wall <= TARGET_S else 'MISSED'}"
         f", ≤ {TARGET_MB:g} MB: {'met' if rss <= TARGET_MB else 'MISSED'} |"
     )
