@@ -96,12 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     compare.add_argument("--since", help="a time window for both versions: 30m, 1h, 2d, or an ISO 8601 timestamp")
     compare.add_argument("--pair-by", choices=["auto", "case_id", "inputs", "none"], help="default: the config's")
-    compare.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
-    compare.add_argument("--report-only", action="store_true", help="exit 0 when checks fail")
-    compare.add_argument("--simulate", action="store_true", help="serve judges from the built-in simulator")
-    compare.add_argument("--tracking-uri", help="MLflow tracking URI")
-    compare.add_argument("--report", action="append", default=[], metavar="FORMAT[:PATH]", help="as for gate run")
-    compare.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    _stored_trace_options(compare)
 
     validate = commands.add_parser("validate", help="check the config, the dataset and the targets")
     validate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
@@ -115,12 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="re-score the traces of an earlier session; the app is not called")
     score.add_argument("--session", required=True, help="the session id (the verdict's mlflow.session)")
     score.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
-    score.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
-    score.add_argument("--report-only", action="store_true", help="exit 0 when checks fail")
-    score.add_argument("--simulate", action="store_true", help="serve judges from the built-in simulator")
-    score.add_argument("--tracking-uri", help="MLflow tracking URI")
-    score.add_argument("--report", action="append", default=[], metavar="FORMAT[:PATH]", help="as for gate run")
-    score.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    _stored_trace_options(score)
 
     calibrate = commands.add_parser("calibrate", help="run the baseline against itself; propose bounds from the noise")
     calibrate.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
@@ -130,6 +120,16 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the JSON Schema of the verdict")
     return parser
+
+
+def _stored_trace_options(command: argparse.ArgumentParser) -> None:
+    """The options of the commands that decide over stored traces (score, compare): the app is not called."""
+    command.add_argument("--output", type=Path, help="also write the verdict JSON here (atomically)")
+    command.add_argument("--report-only", action="store_true", help="exit 0 when checks fail")
+    command.add_argument("--simulate", action="store_true", help="serve judges from the built-in simulator")
+    command.add_argument("--tracking-uri", help="MLflow tracking URI")
+    command.add_argument("--report", action="append", default=[], metavar="FORMAT[:PATH]", help="as for gate run")
+    command.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
 
 
 def _error_verdict(error: str, exit_code: int, reason: str, config: Path | None) -> Verdict:

@@ -25,16 +25,18 @@ SOURCE_PREFIX = "gate:"  # assessment source ids the gate owns: gate:<scorer nam
 VALUE_KEY = "gate.value"  # assessment metadata: the numeric score, so stored scores can be reused as they were
 
 
-def stored_score(trace: Any, name: str) -> float | None:
-    """The value the gate last logged on this trace for scorer ``name``, or None."""
-    mine = [
+def _gate_feedback(trace: Any, name: str) -> list[Any]:
+    """The valid assessments the gate logged on this trace for scorer ``name``, oldest first."""
+    return [
         a
         for a in (getattr(trace.info, "assessments", None) or [])
-        if a.name == name
-        and getattr(a.source, "source_id", "") == f"{SOURCE_PREFIX}{name}"
-        and a.valid is not False
-        and VALUE_KEY in (getattr(a, "metadata", None) or {})
+        if a.name == name and getattr(a.source, "source_id", "") == f"{SOURCE_PREFIX}{name}" and a.valid is not False
     ]
+
+
+def stored_score(trace: Any, name: str) -> float | None:
+    """The value the gate last logged on this trace for scorer ``name``, or None."""
+    mine = [a for a in _gate_feedback(trace, name) if VALUE_KEY in (getattr(a, "metadata", None) or {})]
     if not mine:
         return None
     try:
@@ -63,11 +65,7 @@ def _write_assessment(trace: Any, scorer: Scorer, score: Score, session: str) ->
 
     source = AssessmentSource(source_type=score.source_type, source_id=f"{SOURCE_PREFIX}{scorer.name}")
     value = json_safe(score.raw if score.raw is not None else score.value)
-    mine = [
-        a
-        for a in (getattr(trace.info, "assessments", None) or [])
-        if a.name == scorer.name and getattr(a.source, "source_id", "") == source.source_id and a.valid is not False
-    ]
+    mine = _gate_feedback(trace, scorer.name)
     metadata = {"gate.session": session, VALUE_KEY: json.dumps(score.value)}
     if mine:
         latest = mine[-1]
