@@ -10,11 +10,11 @@ asserted, and the table says for each scenario whether its target holds.
 What is measured
 ----------------
 Thousands of simulated gate runs, in-process, over synthetic ``TraceRow`` s (no MLflow, no HTTP). Every
-decision is made by the gate's own code: ``gate._evaluate.evaluate`` (paired case bootstrap from
-``gate._stats``, exact Clopper-Pearson bounds for 0/1 rates, ``gate._checks.decide_check``), the adaptive
-loop of ``gate._gate.run_gate`` (first round of ``run.repeats`` repeats of every case; then, while a check is
-``inconclusive``, one more repeat of every case for both versions) with its stop rule taken from
-``gate._gate._Session.why_stop``, and the naive point-estimate rule ``gate._checks.evaluate_check`` on
+decision is made by the gate's own code: ``gate._decide.evaluate.evaluate`` (paired case bootstrap from
+``gate._decide.stats``, exact Clopper-Pearson bounds for 0/1 rates, ``gate._decide.checks.decide_check``), the
+adaptive loop of ``gate._commands.run.run_gate`` (first round of ``run.repeats`` repeats of every case; then, while a
+check is ``inconclusive``, one more repeat of every case for both versions) with its stop rule
+``gate._decide.stopping.stop_reason``, and the naive point-estimate rule ``gate._decide.checks.evaluate_check`` on
 ``gate._metrics.compute_metrics`` over all rows. ``evaluate`` is called without a seed, exactly as
 ``run_gate`` calls it (bootstrap seed 0); ``--seed`` drives the synthetic data.
 
@@ -74,15 +74,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import the working tree's gate
 
-from gate._checks import evaluate_check
-from gate._config import GateConfig
-from gate._dataset import Case
-from gate._evaluate import evaluate
-from gate._gate import Prepared, _Session
+from gate._config.dataset import Case
+from gate._config.schema import VARIANTS, GateConfig
+from gate._decide.checks import evaluate_check
+from gate._decide.evaluate import Evaluation, evaluate
+from gate._decide.stats import DEFAULT_RESAMPLES
+from gate._decide.stopping import stop_reason
 from gate._metrics import compute_metrics
-from gate._runner import VARIANTS, Call, CallResult
-from gate._stats import DEFAULT_RESAMPLES
-from gate._traces import TraceRow
+from gate._traces.rows import Call, CallResult, TraceRow, spent_usd
 
 N_CASES = 50
 BASE_LATENCY_MEDIAN_MS = 800.0
@@ -161,7 +160,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
 
 
 def _results_for(rows: Sequence[TraceRow]) -> list[CallResult]:
-    """The call outcomes ``_Session.why_stop`` looks at (``error`` set for an errored call)."""
+    """The call outcomes the stop rule looks at (``error`` set for an errored call)."""
     by_id = {c.id: c for c in CASES}
     return [
         CallResult(Call(variant, by_id[r.case_id], r.repeat), "Error: simulated" if r.values.get("error") else None)
@@ -174,30 +173,37 @@ def _results_for(rows: Sequence[TraceRow]) -> list[CallResult]:
 def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]]) -> list[tuple[int, str]]:
     """``run_gate``'s loop over pre-simulated rounds: (repeats per case, check status) after each evaluation."""
     golden = frozenset(c.id for c in CASES if c.golden)
-    session = _Session(
-        config=config,
-        prepared=Prepared(config, list(CASES), {}),
-        store=None,
-        session="bench",
-        run_ids={},
-        progress=None,
-    )
+    results: list[CallResult] = []
+    rows_so_far: list[TraceRow] = []
+    done = {"rounds": 0, "repeats": 0}
 
-    def run_round(repeats: range) -> None:  # _Session.run_round without the calls and MLflow
+    def run_round(repeats: range) -> None:  # Session.run_round without the calls and MLflow
         rows = [row for k in repeats for row in rounds[k]]
-        session.results += _results_for(rows)
-        session.rows += rows
-        session.rounds += 1
-        session.repeats = repeats.stop
+        results.extend(_results_for(rows))
+        rows_so_far.extend(rows)
+        done["rounds"] += 1
+        done["repeats"] = repeats.stop
+
+    def why_stop(evaluation: Evaluation) -> str | None:  # Session.why_stop
+        return stop_reason(
+            config,
+            evaluation,
+            results,
+            [],
+            repeats=done["repeats"],
+            rounds=done["rounds"],
+            calls_per_round=len(CASES) * len(VARIANTS),
+            cost_usd=spent_usd(rows_so_far),
+        )
 
     history: list[tuple[int, str]] = []
     run_round(range(config.run.repeats))
-    evaluation = evaluate(config, session.rows, golden)
-    history.append((session.repeats, evaluation.checks[0].status))
-    while session.why_stop(evaluation) is None:
-        run_round(range(session.repeats, session.repeats + 1))
-        evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # as run_gate does
-        history.append((session.repeats, evaluation.checks[0].status))
+    evaluation = evaluate(config, rows_so_far, golden)
+    history.append((done["repeats"], evaluation.checks[0].status))
+    while why_stop(evaluation) is None:
+        run_round(range(done["repeats"], done["repeats"] + 1))
+        evaluation = evaluate(config, rows_so_far, golden, seed=done["rounds"])  # as run_gate does
+        history.append((done["repeats"], evaluation.checks[0].status))
     return history
 
 

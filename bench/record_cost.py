@@ -13,7 +13,7 @@ costs the measured process nothing), then flushing whatever is still buffered or
 - ``untraced``: the OpenAI call alone (no MLflow tracing at all): the floor;
 - ``mlflow-sync``: MLflow's exporter with ``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false`` (every span written as it ends);
 - ``mlflow-async-1``: the gate's previous path: MLflow's async exporter, 1 worker, a 1e6 queue, flushed at the end;
-- ``buffered``: the gate's buffered writer (gate/_recorder.py), flushed at the end.
+- ``buffered``: the gate's buffered writer (gate/_store/recording.py), flushed at the end.
 
 Each variant runs ``--runs`` times, interleaved round-robin; the table gives the median per trace, the delta against
 the untraced median, and the traces found in the store (every call must leave one).
@@ -63,9 +63,9 @@ def worker(variant: str, url: str, n: int, db: Path) -> dict[str, float]:
             ask(f"question {i}")
         return {"cpu_ms": _per(time.process_time() - cpu, n), "wall_ms": _per(time.perf_counter() - wall, n)}
 
-    from gate._recorder import flush_traces
-    from gate._redaction import install_span_redaction
-    from gate._traces import open_store, prepare_environment
+    from gate._store.recording import flush_traces
+    from gate._store.redaction import install_span_redaction
+    from gate._store.store import open_store, prepare_environment
 
     prepare_environment()
     import mlflow

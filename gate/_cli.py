@@ -19,23 +19,19 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from gate import __version__
-from gate._errors import ConfigError, GateError
-from gate._progress import Progress
-from gate._verdict import Verdict, render_json, verdict_schema, write_verdict
+from gate._errors import ConfigError, GateError, Interrupted, Terminated
+from gate._run.progress import Progress
+from gate._verdict.schema import Verdict, render_json, verdict_schema, write_verdict
+from gate._version import __version__
 
 if TYPE_CHECKING:
-    from gate._gate import RunOptions
+    from gate._commands.run import RunOptions
 
-__all__ = ["main"]
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI runner cancelling the job), handled like Ctrl-C but exiting 143."""
+__all__ = ["entry", "main"]
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run the I-th of N slices of the cases (needs --session); a shard never fails on checks: "
         "gate compare --session gathers the shards and decides",
+    )
+    run.add_argument(
+        "--baseline-ref",
+        metavar="REV",
+        help="run the baseline's code as of git revision REV (e.g. origin/main, HEAD~1); the candidate is the working "
+        "tree (wins over the config's baseline.ref)",
     )
     run.add_argument(
         "--baseline-from",
@@ -197,23 +199,24 @@ def _claim_stdout() -> TextIO:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gate._gate import plan_gate, run_gate
-    from gate._summary import render_summary
+    """``gate run``, ``compare`` and ``score``: a verdict on stdout (and ``--output``) whatever happens."""
+    from gate.reporters.summary import render_summary
 
     real_stdout = _claim_stdout()
     reports: list[tuple[str, Path | None]] = []
     progress = None if args.no_progress else Progress()
     try:
-        options = _run_options(args)
         reports = _parse_reports(args.report)
         # Nothing but the verdict reaches stdout: the app's and MLflow's prints go to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             if args.command == "score":
-                from gate._rescore import score_session
+                from gate._commands.score import ScoreOptions, score_session
 
-                verdict = score_session(options, args.session)
+                verdict = score_session(
+                    ScoreOptions(args.config, args.session, args.simulate, args.tracking_uri, args.report_only)
+                )
             elif args.command == "compare":
-                from gate._compare import CompareOptions, compare, parse_selector_flags
+                from gate._commands.compare import CompareOptions, compare, parse_selector_flags
 
                 verdict = compare(
                     CompareOptions(
@@ -225,10 +228,13 @@ def _run(args: argparse.Namespace) -> int:
                         pair_by=args.pair_by,
                         simulate=args.simulate,
                         tracking_uri=args.tracking_uri,
+                        report_only=args.report_only,
                     )
                 )
             elif args.dry_run:
-                plan = plan_gate(options)
+                from gate._commands.run import plan_gate
+
+                plan = plan_gate(_run_options(args))
                 real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
                 print(
                     f"gate: dry run: {plan['cases']} cases × 2 versions × {plan['repeats']} repeats"
@@ -237,22 +243,24 @@ def _run(args: argparse.Namespace) -> int:
                 )
                 return 0
             else:
-                verdict = run_gate(options, progress=progress)
+                from gate._commands.run import run_gate
+
+                verdict = run_gate(_run_options(args), progress=progress)
     except GateError as exc:
         _print_error(exc)
         reason = "config" if isinstance(exc, ConfigError) else "run"
         _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output, reports)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        code = 143 if isinstance(exc, _Terminated) else 130
-        partial = getattr(exc, "partial", None)
-        message = "interrupted" if code == 130 else "terminated (SIGTERM)"
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        partial = exc.partial if isinstance(exc, Interrupted) else None
+        message = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         if partial:
-            calls, errors = partial["calls"], partial["errors"]
+            calls, errors = partial.calls, partial.errors
             message += (
                 f" after {calls['baseline']} baseline and {calls['candidate']} candidate calls"
                 f" ({errors['baseline']} and {errors['candidate']} errors); their traces are in session"
-                f" {partial['session']} (experiment {partial['experiment_id']})"
+                f" {partial.session} (experiment {partial.experiment_id})"
             )
         print(f"gate: {message}", file=sys.stderr)
         _emit(_error_verdict(message, code, "interrupted", args.config), real_stdout, args.output, reports)
@@ -266,20 +274,16 @@ def _run(args: argparse.Namespace) -> int:
             reports,
         )
         return 3
-    if (args.report_only or getattr(args, "shard", None)) and verdict.exit_code == 1:
-        verdict = verdict.model_copy(update={"exit_code": 0, "report_only": True})
     sys.stderr.write(render_summary(verdict))
     _emit(verdict, real_stdout, args.output, reports)
     return verdict.exit_code
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
-    from gate._compare import SESSION_ID
-    from gate._gate import RunOptions
+    from gate._commands.compare import SESSION_ID
+    from gate._commands.run import RunOptions
 
-    session, shard, baseline_from = (getattr(args, name, None) for name in ("session", "shard", "baseline_from"))
-    if args.command != "run":
-        return RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
+    session, shard, baseline_from = args.session, args.shard, args.baseline_from
     if session is not None and not SESSION_ID.fullmatch(session):
         raise ConfigError(f"usage: --session {session!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     parsed = None
@@ -300,63 +304,25 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         session=session,
         shard=parsed,
         baseline_from=baseline_from,
+        baseline_ref=args.baseline_ref,
+        report_only=args.report_only,
     )
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from gate._config import load_config
-    from gate._gate import RunOptions, prepare
+    from gate._commands.validate import validate
 
-    config = load_config(args.config)
-    seats = [config.variant(v) for v in ("baseline", "candidate")]
-    if all(seat is not None and seat.target is None and seat.traces is not None for seat in seats):
-        print(
-            f"gate: {args.config} is valid for gate compare: {len(config.checks)} checks, a trace selector for "
-            "both versions (no targets: gate run needs them)",
-            file=sys.stderr,
-        )
-        return 0
-    with contextlib.redirect_stdout(sys.stderr):
-        prepared = prepare(RunOptions(config_path=args.config), import_targets=args.import_targets)
-    hows = {found.how for found in prepared.located.values()}
-    targets = (
-        "both targets import"
-        if args.import_targets
-        else "both targets defined (found in their source, not imported; --import imports them)"
-        if hows == {"static"}
-        else "both targets found (where the source could not tell, by importing them)"
-    )
-    print(
-        f"gate: {args.config} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, {targets}",
-        file=sys.stderr,
-    )
+    print(f"gate: {validate(args.config, args.import_targets)}", file=sys.stderr)
     return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from gate._calibrate import aa_config, measure_noise, render_proposal
-    from gate._gate import RunOptions, run_gate
+    from gate._commands.calibrate import CalibrateOptions, calibrate
 
-    if args.rounds < 1:
-        raise ConfigError("usage: --rounds must be at least 1")
-    options = RunOptions(config_path=args.config, simulate=args.simulate, tracking_uri=args.tracking_uri)
-    verdicts = []
     real_stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):
-        for round_number in range(1, args.rounds + 1):
-            verdict = run_gate(options, transform=aa_config)
-            if verdict.status == "error":
-                print(f"RunError: A/A round {round_number}: {verdict.error}", file=sys.stderr)
-                return 3
-            calls = verdict.spend.calls if verdict.spend else 0
-            print(f"gate calibrate: round {round_number}/{args.rounds} done ({calls} calls)", file=sys.stderr)
-            verdicts.append(verdict)
-        from gate._config import load_config
-
-        config = aa_config(load_config(args.config))
-    first = verdicts[0]
-    cases = (first.variants["baseline"].calls // max(config.run.repeats, 1)) if first.variants else 0
-    real_stdout.write(render_proposal(measure_noise(config, verdicts), args.rounds, cases, config.run.repeats))
+        proposal = calibrate(CalibrateOptions(args.config, args.rounds, args.simulate, args.tracking_uri))
+    real_stdout.write(proposal)
     return 0
 
 
@@ -369,7 +335,7 @@ def entry() -> None:
         print(
             f"gate: warning: the app left {len(leftovers)} threads running ({names}); exiting anyway", file=sys.stderr
         )
-        from gate._recorder import flush_traces  # os._exit skips atexit: write the traces still buffered first
+        from gate._store.recording import flush_traces  # os._exit skips atexit: write the traces still buffered first
 
         flush_traces(3.0)
         sys.stdout.flush()

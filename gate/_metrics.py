@@ -56,6 +56,7 @@ METRICS: dict[str, Metric] = {
         Metric("total_tokens", "tokens", description="trace token usage, total"),
         Metric("cost_usd", "USD", description="the config's price table, else MLflow's own trace cost"),
         Metric("response_chars", "chars", description="length of the root span's output"),
+        Metric("ttft_ms", "ms", description="time to the first streamed chunk (generator targets; else no value)"),
         Metric("llm_calls", "calls", description="CHAT_MODEL and LLM spans"),
         Metric("tool_calls", "calls", description="TOOL spans"),
         Metric("span_count", "spans", description="all spans"),
@@ -198,6 +199,19 @@ def _response_chars(spans: Sequence[Any]) -> float | None:
     return None if text is None else float(len(text))
 
 
+CHUNK_EVENT_PREFIX = "mlflow.chunk.item."  # MLflow's span event per chunk a traced generator yields
+
+
+def _ttft_ms(spans: Sequence[Any]) -> float | None:
+    """Milliseconds from the root span's start to its first chunk event (a streamed answer), else None."""
+    root = next((s for s in spans if getattr(s, "parent_id", None) is None), None)
+    start = getattr(root, "start_time_ns", None)
+    if root is None or start is None:
+        return None
+    times = [e.timestamp for e in (getattr(root, "events", None) or []) if e.name.startswith(CHUNK_EVENT_PREFIX)]
+    return (min(times) - start) / 1e6 if times else None
+
+
 def extract_values(trace: Any, pricing: Mapping[str, Any] | None = None) -> dict[str, float | None]:
     """Read every built-in metric from one MLflow ``Trace``."""
     info = trace.info
@@ -214,6 +228,7 @@ def extract_values(trace: Any, pricing: Mapping[str, Any] | None = None) -> dict
         "total_tokens": _opt(usage.get("total_tokens")),
         "cost_usd": _cost(trace, spans, pricing or {}),
         "response_chars": _response_chars(spans),
+        "ttft_ms": _ttft_ms(spans),
         "llm_calls": float(sum(t in LLM_SPAN_TYPES for t in types)),
         "tool_calls": float(sum(t == "TOOL" for t in types)),
         "span_count": float(len(spans)),

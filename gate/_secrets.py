@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["redact", "secret_values"]
 
@@ -22,3 +23,12 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
         if value in text:
             text = text.replace(value, "***")
     return _KEY_SHAPE.sub("sk-***", text)
+
+
+def redact_uri(uri: str) -> str:
+    """Hide a password in a URI (``http://user:***@host``)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

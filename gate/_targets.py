@@ -23,8 +23,9 @@ and errors the module raises while importing.
 from __future__ import annotations
 
 import ast
+import importlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -76,7 +77,6 @@ def locate_target(spec: str, where: str, search_path: Sequence[Path]) -> Located
             return Located(spec, origin, "static")
         if found == "no" and not _is_dynamic(tree):
             raise ConfigError(f"{where}: module '{module_name}' has no attribute '{attr_path}'")
-    from gate._runner import import_target  # cannot decide from the source (or already imported): ask the module
 
     import_target(spec, where, search_path)
     return Located(spec, origin, "imported")
@@ -201,3 +201,25 @@ def _is_dynamic(tree: ast.Module) -> bool:
         if isinstance(node, ast.NamedExpr):
             return True
     return any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name == "__getattr__" for s in tree.body)
+
+
+def import_target(spec: str, where: str, search_path: Sequence[Path]) -> Callable[..., Any]:
+    """Import ``module:function`` with ``search_path`` first on ``sys.path``, as uvicorn and pytest do.
+
+    This runs the module's code; ``gate validate`` and ``--dry-run`` only locate targets (``gate._targets``).
+    """
+    put_on_sys_path(search_path)
+    module_name, _, attr_path = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: cannot import module '{module_name}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: still their input
+        raise ConfigError(f"{where}: importing '{module_name}' raised {type(exc).__name__}: {exc}") from None
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{where}: module '{module_name}' has no attribute '{attr_path}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{where}: '{spec}' is not callable")
+    return obj  # type: ignore[no-any-return]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gate._cases import find_regressions
-from gate._config import GateConfig
-from gate._evaluate import evaluate
-from gate._traces import TraceRow
+from gate._config.schema import GateConfig
+from gate._decide.evaluate import evaluate
+from gate._decide.regressions import find_regressions
+from gate._traces.rows import TraceRow
 
 
 def row(variant: str, case: str, repeat: int, **values: float) -> TraceRow:

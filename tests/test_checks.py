@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from gate._checks import evaluate_check, evaluate_checks
-from gate._config import CheckConfig
+from gate._config.schema import CheckConfig
+from gate._decide.checks import evaluate_check, evaluate_checks
 
 
 def check(**fields: object) -> CheckConfig:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import QUESTIONS, Project
 
-from gate._verdict import verdict_schema
+from gate._verdict.schema import verdict_schema
 
 
 def _check(verdict: dict, metric: str) -> dict:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import ROOT, TESTS, Project
 
-from gate._config import PriceConfig
+from gate._config.schema import PriceConfig
 from gate.simulator import SimulatorSettings, running_simulator
 
 CHECKS = [
@@ -306,7 +306,7 @@ def test_spans_read_as_dicts_give_the_same_metrics_as_mlflows_span_objects(proje
     from mlflow import MlflowClient
 
     from gate._metrics import extract_values, output_text, root_output
-    from gate._span_rows import span_reader, with_dict_spans
+    from gate._traces.span_rows import span_reader, with_dict_spans
 
     produce(project, "--repeats", "1")
     client = MlflowClient(f"sqlite:///{project.path / 'store' / 'mlflow.db'}")

@@ -1,4 +1,4 @@
-"""Unit tests for ``gate._config.load_config``: defaults, and one exact message per kind of mistake."""
+"""Unit tests for ``gate._config.schema.load_config``: defaults, and one exact message per kind of mistake."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gate._config import GateConfig, load_config, require_run_parts
+from gate._config.schema import GateConfig, load_config, require_run_parts
 from gate._errors import ConfigError
 from gate._metrics import AGGREGATIONS, METRICS
 
@@ -194,7 +194,7 @@ def test_misspelled_run_key_lists_run_keys(tmp_path: Path) -> None:
     assert problems(path) == [
         f"{path}: run.repeat: unknown key; valid keys here: "
         "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog, retries, retry_backoff_s, "
-        "retry_max_backoff_s, max_error_rate, warmup"
+        "retry_max_backoff_s, max_error_rate, warmup, isolation"
     ]
 
 

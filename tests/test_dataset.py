@@ -1,4 +1,4 @@
-"""Unit tests for ``gate._dataset.load_cases``: file formats, paths, ids and their errors."""
+"""Unit tests for ``gate._config.dataset.load_cases``: file formats, paths, ids and their errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gate._config import load_config
-from gate._dataset import Case, case_id_for, load_cases
+from gate._config.dataset import Case, case_id_for, load_cases
+from gate._config.schema import load_config
 from gate._errors import ConfigError
 
 HEAD: dict[str, Any] = {

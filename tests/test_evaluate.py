@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gate._checks import CheckResult
-from gate._config import GateConfig
-from gate._evaluate import Evaluation, evaluate
-from gate._traces import TraceRow
+from gate._config.schema import GateConfig
+from gate._decide.checks import CheckResult
+from gate._decide.evaluate import Evaluation, evaluate
+from gate._traces.rows import TraceRow
 
 Values = Mapping[str, float | None]
 

@@ -400,3 +400,53 @@ def test_action_runs_shards_and_gathers_them_with_command_compare(tmp_path_facto
     wrong = _run_action(workspace, tmp_path_factory.mktemp("wrong-runner"), {"command": "evaluate"})
     assert wrong.gate.code == 2
     assert "input command must be run or compare" in wrong.gate.log
+
+
+def test_action_on_a_pull_request_runs_the_prs_base_as_the_baseline(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """actions/checkout (fetch-depth: 2) checks out the merge commit; its first parent, the base, is the baseline."""
+    workspace, runner = _project(
+        tmp_path_factory,
+        "merge",
+        baseline=None,
+        candidate={"target": "prompt_app:answer"},
+        checks=[{"metric": "total_tokens/mean", "max_increase_pct": 20}],
+    )
+    config = yaml.safe_load((workspace / "thresholds.yaml").read_text(encoding="utf-8"))
+    del config["baseline"]
+    (workspace / "thresholds.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    app = (
+        "import mlflow\nfrom gate_test_apps import _ask\n\n"
+        "@mlflow.trace\ndef answer(question):\n    return _ask(question, system={!r})\n"
+    )
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+    }
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=workspace, env=env, check=True, capture_output=True, text=True).stdout
+
+    (workspace / ".gitignore").write_text("store/\n__pycache__/\n", encoding="utf-8")
+    (workspace / "prompt_app.py").write_text(app.format("Answer briefly."), encoding="utf-8")
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-q", "-m", "base")
+    base = git("rev-parse", "HEAD").strip()
+    git("checkout", "-q", "-b", "pr")
+    (workspace / "prompt_app.py").write_text(app.format("Explain at length. " * 40), encoding="utf-8")
+    git("commit", "-q", "-am", "a much longer prompt")
+    git("checkout", "-q", "main")
+    git("merge", "-q", "--no-ff", "-m", "merge pr", "pr")  # what refs/pull/N/merge is
+    run = _run_action(workspace, runner, {"simulate": "true"})
+    assert f"trace-gate: baseline from git revision {base}" in run.gate.log
+    assert run.gate.code == 1, run.gate.log
+    verdict = json.loads(Path(run.gate.outputs["verdict-path"]).read_text(encoding="utf-8"))
+    assert verdict["variants"]["baseline"]["source"]["commit"] == base
+    none = _run_action(
+        workspace, tmp_path_factory.mktemp("merge-none-runner"), {"simulate": "true", "baseline-ref": "none"}
+    )
+    assert "baseline from git revision" not in none.gate.log
+    assert none.gate.code == 2  # the config names no baseline of its own: gate run says what it lacks

@@ -25,8 +25,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate._config import MAX_ALIAS_EXPANSION, MAX_DEPTH, GateConfig, load_config
-from gate._dataset import MAX_PROBLEMS, Case, case_id_for, load_cases
+from gate._config.dataset import MAX_PROBLEMS, Case, case_id_for, load_cases
+from gate._config.reader import MAX_ALIAS_EXPANSION, MAX_DEPTH
+from gate._config.schema import GateConfig, load_config
 from gate._errors import ConfigError
 
 VALID: dict[str, Any] = {
@@ -480,7 +481,9 @@ def test_hashed_id_of_yaml_only_inputs_is_stable(inputs: dict[str, Any]) -> None
 
 
 def test_hashed_id_of_a_set_does_not_depend_on_the_hash_seed() -> None:
-    code = "from gate._dataset import case_id_for; print(case_id_for({'q': {'alpha', 'beta', 'gamma', 'delta'}}))"
+    code = (
+        "from gate._config.dataset import case_id_for; print(case_id_for({'q': {'alpha', 'beta', 'gamma', 'delta'}}))"
+    )
     ids = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -14,7 +14,7 @@ import numpy as np
 import openai
 import pytest
 
-from gate._config import PriceConfig
+from gate._config.schema import PriceConfig
 from gate._metrics import METRICS, aggregate, compute_metrics, extract_values, parse_metric_key, percentile
 from gate.simulator import SimulatorSettings, running_simulator
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import QUESTIONS, TESTS, GateResult, Project
 from gate_misbehaving_apps import NOISE
 
-from gate._traces import open_store
+from gate._store.store import open_store
 
 APPS = "gate_misbehaving_apps"
 HANG_BOUND_S = 90  # a hard bound on a gate whose app hangs; it should finish in ~10 s

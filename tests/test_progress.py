@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from gate._dataset import Case
-from gate._progress import Progress
-from gate._runner import Call, CallResult
+from gate._config.dataset import Case
+from gate._run.progress import Progress
+from gate._traces.rows import Call, CallResult
 
 
 class Terminal(io.StringIO):

@@ -13,10 +13,11 @@ import mlflow
 import pytest
 from conftest import QUESTIONS, Project
 
-import gate._recorder as recorder
-from gate._buffered_writer import BufferedWriter
+import gate._store.recording as recorder
 from gate._errors import ConfigError, RunError
-from gate._traces import Store, open_store
+from gate._store.buffered_writer import BufferedWriter
+from gate._store.store import Store, open_store
+from gate._traces.read import fetch_session_traces
 from gate.simulator import SimulatorSettings, running_simulator
 
 # Differ between any two recordings of the same calls, by whichever writer (trace ids, clocks, run ids, folders).
@@ -58,7 +59,7 @@ def _record(store: Store, session: str, monkeypatch: pytest.MonkeyPatch) -> list
                     getattr(gate_test_apps, name)(question)
                 except RuntimeError:
                     pass
-    traces = store.fetch_traces(session)
+    traces = fetch_session_traces(store, session)
     assert len(traces) == len(calls)
     return [_comparable(t, run_id) for t in sorted(traces, key=lambda t: t.info.tags["gate.case_id"])]
 
@@ -210,7 +211,7 @@ def test_a_burst_of_fast_calls_all_lands(tmp_path: Path, mlflow_state: None) -> 
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(call, range(2000)))  # 4 flushes of 500 happen in the background meanwhile
-    traces = store.fetch_traces("burst")
+    traces = fetch_session_traces(store, "burst")
     assert sorted(int(t.info.tags["gate.case_id"]) for t in traces) == list(range(2000))
     assert {len(t.data.spans) for t in traces} == {2}
     assert writer.failed == [] and writer.written == 2001  # and the self-test's trace
@@ -238,7 +239,7 @@ def test_a_batch_that_fails_as_a_whole_is_written_trace_by_trace(tmp_path: Path,
     writer.add(mlflow.get_trace(first))  # already stored: its start_trace rolls the shared transaction back
     writer.flush()
     assert writer.failed == []
-    assert len(store.fetch_traces("b")) == 3 and len(store.fetch_traces("a")) == 1
+    assert len(fetch_session_traces(store, "b")) == 3 and len(fetch_session_traces(store, "a")) == 1
 
 
 def test_a_trace_that_cannot_be_written_is_reported_and_the_others_land(
@@ -258,7 +259,7 @@ def test_a_trace_that_cannot_be_written_is_reported_and_the_others_land(
     assert [trace_id for trace_id, _ in writer.failed] == [lost]
     assert "must be in the 'active' state" in writer.failed[0][1]
     assert f"gate: error: 1 traces could not be written to the store ({lost}: start_trace:" in capsys.readouterr().err
-    assert len(store.fetch_traces("kept")) == 3
+    assert len(fetch_session_traces(store, "kept")) == 3
 
 
 def test_gate_run_records_through_the_buffered_writer(project: Project) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gate._verdict import Verdict
+from gate._verdict.schema import Verdict
 from gate.reporters import REPORTERS
 from gate.reporters._html import render_html
 
@@ -191,7 +191,7 @@ def test_error_verdict_renders_its_reason_and_message() -> None:
 
 def test_same_verdict_renders_the_same_bytes_across_processes_and_hash_seeds() -> None:
     code = (
-        "import sys; from gate._verdict import Verdict; from gate.reporters._html import render_html; "
+        "import sys; from gate._verdict.schema import Verdict; from gate.reporters._html import render_html; "
         "sys.stdout.buffer.write(render_html(Verdict.model_validate_json(open(sys.argv[1]).read())).encode())"
     )
     runs = [

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from gate._verdict import CaseReport, CaseSide, CheckReport, RegressionReport, SpendReport, VariantReport, Verdict
+from gate._verdict.schema import (
+    CaseReport,
+    CaseSide,
+    CheckReport,
+    RegressionReport,
+    SpendReport,
+    VariantReport,
+    Verdict,
+)
 from gate.reporters import REPORTERS
 from gate.reporters._builtin import MARKDOWN_LIMIT, md_escape, render_github, render_junit, render_markdown
 

@@ -17,7 +17,7 @@ import yaml
 from mlflow.entities import Feedback
 from pydantic import TypeAdapter
 
-from gate._config import load_config
+from gate._config.schema import load_config
 from gate._errors import ConfigError
 from gate._metrics import METRICS
 from gate.scorers import BUILDERS, SCORER_TYPES, Score, ScoreInput, Scorer, ScorerConfig, build_scorers, to_score

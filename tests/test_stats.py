@@ -9,8 +9,15 @@ import random
 import numpy as np
 import pytest
 
-from gate import _stats as stats
-from gate._stats import PairedSample, _weighted_aggregate, bootstrap, clopper_pearson, mcnemar_exact, quantile_bounds
+from gate._decide import stats
+from gate._decide.stats import (
+    PairedSample,
+    _weighted_aggregate,
+    bootstrap,
+    clopper_pearson,
+    mcnemar_exact,
+    quantile_bounds,
+)
 
 Z95 = 1.6448536269514722  # standard normal 95th percentile (no scipy here)
 

@@ -14,8 +14,8 @@ import mlflow
 import mlflow.store.db.utils
 import pytest
 
-from gate._store_template import CACHE_ENV, seed_new_store
-from gate._traces import Store
+from gate._store.store import Store
+from gate._store.template import CACHE_ENV, seed_new_store
 
 
 @pytest.fixture
@@ -175,8 +175,8 @@ def test_a_template_at_another_revision_is_built_again(cache: Path, tmp_path: Pa
 
 OPEN_STORE = """
 import sys
-from gate import _store_template
-from gate._traces import Store
+from gate._store import template as _store_template
+from gate._store.store import Store
 
 builds = []
 real_build = _store_template._build

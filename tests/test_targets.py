@@ -12,8 +12,7 @@ import pytest
 from conftest import ROOT
 
 from gate._errors import ConfigError
-from gate._runner import import_target
-from gate._targets import locate_target
+from gate._targets import import_target, locate_target
 
 _names = itertools.count()
 EXPLODES = "raise RuntimeError('this module must not be imported')\n"

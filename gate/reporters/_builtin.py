@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from gate._verdict import CheckReport, Verdict, render_json
+from gate._verdict.schema import CheckReport, Verdict, render_json
 from gate.reporters._interface import register
 
 __all__ = ["MARKDOWN_LIMIT", "md_escape", "render_github", "render_junit", "render_markdown"]

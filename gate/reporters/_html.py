@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Literal
 
-from gate._verdict import CaseReport, CaseSide, CheckReport, RegressionReport, Verdict
+from gate._verdict.schema import CaseReport, CaseSide, CheckReport, RegressionReport, Verdict
 from gate.reporters._interface import register
 
 __all__ = ["CSP", "render_html"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gate._verdict import Verdict
+from gate._verdict.schema import Verdict
 
 __all__ = ["REPORTERS", "Reporter", "register"]
 

@@ -129,7 +129,7 @@ def _build_mlflow_judge(cfg: m.MlflowJudge) -> _Called:
 
 def build_custom(cfg: m.Custom) -> _Called:
     """Import the user's scorer and call it as MLflow would."""
-    from gate._runner import import_target
+    from gate._targets import import_target
 
     target = import_target(cfg.target, f"scorers '{cfg.name}'.target", SEARCH_PATH)
     if hasattr(target, "run") and callable(target.run):  # an MLflow @scorer / Scorer instance

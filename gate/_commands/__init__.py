@@ -1,0 +1,1 @@
+"""Stage 7: the commands (run, compare, score, calibrate, validate): each gathers a record and builds the verdict."""

@@ -1,0 +1,362 @@
+"""``gate run``: config → cases → calls → traces → metrics → checks → verdict, in the order the data flows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gate._config.dataset import Case, load_cases
+from gate._config.fingerprint import code_digest, fingerprint
+from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config, require_run_parts
+from gate._decide.evaluate import Evaluation, evaluate
+from gate._errors import ConfigError, Interrupted, RunError, Terminated
+from gate._run.callers import Caller, InlineCaller
+from gate._run.endpoint import model_endpoint
+from gate._run.git import Source, checked_out, repo_root, working_tree_source
+from gate._run.prepare import prepare, search_path
+from gate._run.progress import Progress
+from gate._run.runner import RetryPolicy
+from gate._run.session import Session
+from gate._run.workers import VersionSpec, WorkerPool, WorkerSettings
+from gate._store.recording import flush_traces
+from gate._store.redaction import install_span_redaction
+from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
+from gate._traces.stored import StoredScoring, load_stored_baseline
+from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
+from gate._verdict.schema import ComparisonReport, SourceReport, Verdict
+from gate.scorers import build_scorers
+
+__all__ = ["RunOptions", "plan_gate", "run_gate"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line decides about a run."""
+
+    config_path: Path
+    simulate: bool = False
+    tracking_uri: str | None = None
+    session: str | None = None  # a session id chosen by the caller (shards share one); default: generated
+    shard: tuple[int, int] | None = None  # (i, n): run the i-th of n deterministic slices of the cases
+    baseline_from: str | None = None  # reuse the baseline traces of this session or MLflow run
+    baseline_ref: str | None = None  # the baseline's code from this git revision (wins over the config's ref)
+    report_only: bool = False  # a failing check exits 0 (never hides exit 2 or 3)
+
+
+@dataclass(frozen=True)
+class _Reused:
+    """A baseline taken from an earlier session instead of being called."""
+
+    source: str
+    run_id: str
+    traces: int
+
+
+def run_gate(
+    options: RunOptions,
+    progress: Progress | None = None,
+    transform: Callable[[GateConfig], GateConfig] | None = None,
+) -> Verdict:
+    """Run both versions and return the verdict. Raises ``ConfigError``/``RunError`` for exits 2/3, and
+    ``Interrupted``/``Terminated`` (exits 130/143, with what was done so far) when stopped.
+
+    ``transform`` rewrites the loaded config (``gate calibrate`` puts the baseline in both seats).
+    """
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    config = load_config(options.config_path)
+    if options.baseline_ref is not None:
+        config = config.with_baseline_ref(options.baseline_ref)
+    if transform is not None:
+        config = transform(config)
+    # A reused baseline is not called, but its code is still looked at: its fingerprint must match the stored one.
+    variants: tuple[Variant, ...] = ("candidate",) if options.baseline_from else VARIANTS
+    require_run_parts(config, options.config_path)
+    seat = config.variant("baseline")
+    if seat is not None and seat.ref is not None and config.run.isolation == "inline":
+        raise ConfigError(
+            f"{options.config_path}: run.isolation: inline cannot run the baseline from git revision {seat.ref} (two "
+            "revisions of one module cannot share a process); remove it: each version then runs in a worker process"
+        )
+    prepare_environment()
+    with ExitStack() as stack:
+        endpoint = stack.enter_context(model_endpoint(config, options.simulate))
+        tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
+        cases = load_cases(config, options.config_path)
+        prints = fingerprint(config, cases)  # of the whole dataset: shards of one session must agree
+        cases = _shard(cases, options)
+        sources = _sources(config, options.config_path, tracking_uri, stack)
+        if config.run.isolation == "process":
+            pool = WorkerPool(
+                _specs(config, options.config_path, sources),
+                WorkerSettings(tracking_uri, config.experiment, config.run.autolog, _retry(config)),
+            )
+            stack.callback(pool.close)
+            pool.start()  # both versions import at once, each in its own process (docs/design/workers.md)
+            store = open_store(tracking_uri, config.experiment)
+            writer = pool.writer()
+            caller: Caller = pool
+            digests = pool.digests()
+        else:
+            prepared = prepare(options.config_path, config)  # after the endpoint: a client made at import sees it
+            store = open_store(tracking_uri, config.experiment)
+            writer = store.start_recording()  # buffered writer, or MLflow's exporter (docs/design/trace-recording.md)
+            if config.run.autolog:
+                _enable_openai_autolog()
+            install_span_redaction()
+            caller = InlineCaller(prepared.targets, store, _retry(config))
+            digests = {v: code_digest(prepared.targets[v]) for v in VARIANTS}
+        session_id = options.session or (
+            datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        )
+        code = {v: f"tree:{found[1].tree}" if (found := sources.get(v)) else digests[v] for v in VARIANTS}
+        prints = {**prints, **{f"code.{v}": code[v] for v in VARIANTS}}
+        shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
+        run_ids = {v: _start_run(store, config, session_id, v, prints, options.shard) for v in variants}
+        session = Session(
+            config=config,
+            cases=cases,
+            caller=caller,
+            store=store,
+            session=session_id,
+            run_ids=run_ids,
+            scorers=build_scorers(config.scorers, search_path(options.config_path)),
+            variants=variants,
+            shard=shard,
+            progress=progress,
+        )
+        golden = frozenset(c.id for c in cases if c.golden)
+        reused = _reuse_baseline(session, options, prints) if options.baseline_from else None
+        try:
+            if config.run.warmup:
+                session.warm_up()
+            session.run_round(range(config.run.repeats))
+            evaluation = evaluate(config, session.rows, golden)
+            # Adaptive repeats: one more repeat of every case per round while a check is undecided and caps allow.
+            while (stopped_because := session.why_stop(evaluation)) is None:
+                session.run_round(range(session.repeats, session.repeats + 1))
+                evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # fresh resamples per look
+        except KeyboardInterrupt as exc:
+            if config.run.isolation == "process":
+                pool.close(deadline_s=3.0)  # a cancelled job must exit soon; the workers write what they can
+            flush_traces(deadline_s=3.0)
+            raise (Terminated if isinstance(exc, Terminated) else Interrupted)(session.partial()) from exc
+        _close_runs(session, evaluation)
+    calls = {v: sum(r.call.variant == v for r in session.results) for v in VARIANTS}
+    versions = {
+        v: VersionSource(
+            target=config.target(v), mlflow_run_id=run_ids.get(v), calls=calls[v], source=_source_report(sources.get(v))
+        )
+        for v in VARIANTS
+    }
+    if reused is not None:
+        versions["baseline"] = VersionSource(
+            target=config.target("baseline"),
+            mlflow_run_id=reused.run_id,
+            calls=0,
+            source=_source_report(sources.get("baseline")),
+        )
+    return build_verdict(
+        Gathered(
+            config=config,
+            config_path=options.config_path,
+            endpoint=endpoint,
+            cases=cases,
+            results=session.results,
+            rows=session.rows,
+            problems=session.problems,
+            evaluation=evaluation,
+            versions=versions,
+            store=StoreInfo(store.tracking_uri, store.experiment_id, session_id, writer),
+            stopped_because=stopped_because,
+            calls_made=len(session.results),
+            rounds=session.rounds,
+            repeats=session.repeats,
+            warmup_calls=session.warmup_calls,
+            scorer_stats=session.scorer_stats,
+            comparison=ComparisonReport(
+                baseline_source="stored" if reused else "run",
+                candidate_source="run",
+                pair_by="case_id",
+                why="both versions ran the same cases" if not reused else "the reused baseline ran the same cases",
+                baseline_from=options.baseline_from,
+                shards=[shard] if shard else [],
+            ),
+            timing={"started_at": started_at, "total_s": round(time.monotonic() - started, 3)},
+            report_only=options.report_only or options.shard is not None,  # a shard never decides alone
+        )
+    )
+
+
+def _retry(config: GateConfig) -> RetryPolicy:
+    return RetryPolicy(config.run.retries, config.run.retry_backoff_s, config.run.retry_max_backoff_s)
+
+
+def _sources(
+    config: GateConfig, config_path: Path, tracking_uri: str, stack: ExitStack
+) -> dict[Variant, tuple[Path, Source] | None]:
+    """Each version's code: the working tree, or a checkout of the baseline's git revision (removed on exit).
+
+    Outside a git repository there is no source (the fingerprint then hashes the target function's source).
+    """
+    seat = config.variant("baseline")
+    ref = seat.ref if seat else None
+    folder = config_path.resolve().parent
+    if ref is None:
+        try:
+            root = repo_root(folder)
+        except ConfigError:  # not a git repository (or no git): nothing to say about the code's source
+            return {"baseline": None, "candidate": None}
+        here = (root, working_tree_source(root, _store_folders(tracking_uri)))
+        return {"baseline": here, "candidate": here}
+    root = repo_root(folder)  # --baseline-ref needs a repository: this names the fix when there is none
+    candidate = (root, working_tree_source(root, _store_folders(tracking_uri)))
+    checkout, source = stack.enter_context(checked_out(root, ref))
+    return {"baseline": (checkout, source), "candidate": candidate}
+
+
+def _store_folders(tracking_uri: str) -> list[Path]:
+    """The gate's own SQLite store is not code: leave its folder out of the working tree's identity."""
+    if tracking_uri.startswith("sqlite:///"):
+        return [Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent]
+    return []
+
+
+def _source_report(found: tuple[Path, Source] | None) -> SourceReport | None:
+    if found is None:
+        return None
+    s = found[1]
+    return SourceReport(kind=s.kind, ref=s.ref, commit=s.commit, dirty=s.dirty, diff_sha256=s.diff_sha256, tree=s.tree)
+
+
+def _specs(
+    config: GateConfig, config_path: Path, sources: dict[Variant, tuple[Path, Source] | None]
+) -> dict[Variant, VersionSpec]:
+    """Where each version's worker runs: the user's folders, or the same folders inside the revision's checkout."""
+    folder, cwd = config_path.resolve().parent, Path.cwd()
+    specs = {}
+    for v in VARIANTS:
+        where = f"{config_path}: {v}.target"
+        seat = config.variant(v)
+        python = _python(seat.python if seat else None, folder, f"{config_path}: {v}.python")
+        found = sources.get(v)
+        if found is None or found[1].kind == "working tree":
+            specs[v] = VersionSpec(v, config.target(v) or "", where, cwd, [folder, cwd], python)
+            continue
+        candidate = sources.get("candidate")
+        root_of = candidate[0] if candidate else folder
+        checkout, source = found
+
+        def inside(path: Path, root: Path = root_of, checkout: Path = checkout) -> Path:
+            return checkout / path.relative_to(root) if path.is_relative_to(root) else path
+
+        run_in = inside(cwd) if cwd.is_relative_to(root_of) else inside(folder)
+        hint = (
+            f" (at {source.ref} = {source.commit[:12]}; a pull request that adds the app has no baseline to compare "
+            "with: skip the gate for it, e.g. run without --baseline-ref, or mark the check optional)"
+        )
+        specs[v] = VersionSpec(v, config.target(v) or "", where, run_in, [inside(folder), run_in], python, hint)
+    return specs
+
+
+def _python(configured: str | None, folder: Path, where: str) -> str:
+    """The interpreter of a version's worker: the config's ``python`` (relative to the config's folder), or ours."""
+    if configured is None:
+        return sys.executable
+    path = Path(configured).expanduser()
+    if not path.is_absolute() and (os.sep in configured or "/" in configured):
+        path = folder / path
+    found = str(path) if path.is_absolute() or os.sep in configured or "/" in configured else shutil.which(configured)
+    if found is None or not Path(found).is_file() or not os.access(found, os.X_OK):
+        raise ConfigError(f"{where}: {configured!r} is not an executable Python interpreter")
+    return found
+
+
+def _start_run(
+    store: Store, config: GateConfig, session_id: str, variant: Variant, prints: dict[str, str], shard: Any
+) -> str:
+    """One MLflow run per version (and shard), tagged with what a later reuse or gather must match."""
+    return store.start_run(
+        f"gate-{session_id}-{variant}" + (f"-{shard[0]}of{shard[1]}" if shard else ""),
+        {
+            f"{TAG_PREFIX}session": session_id,
+            f"{TAG_PREFIX}variant": variant,
+            f"{TAG_PREFIX}label": config.label(variant),
+            f"{TAG_PREFIX}fingerprint.dataset": prints["dataset"],
+            f"{TAG_PREFIX}fingerprint.target": prints[variant],
+            f"{TAG_PREFIX}fingerprint.scorers": prints["scorers"],
+            f"{TAG_PREFIX}fingerprint.code": prints[f"code.{variant}"],
+            **({f"{TAG_PREFIX}shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
+        },
+    )
+
+
+def _close_runs(session: Session, evaluation: Evaluation) -> None:
+    """Log each version's metrics and trace count to its run and close it (FAILED when the data is not whole)."""
+    failed = all(r.error for r in session.results) or bool(session.problems)
+    for v, run_id in session.run_ids.items():
+        # gate.traces: what `gate compare --session` must find again when it gathers shards
+        traces = sum(1 for row in session.rows if row.variant == v and row.trace_id)
+        session.store.client.set_tag(run_id, f"{TAG_PREFIX}traces", str(traces))
+        session.store.finish_run(run_id, evaluation.metrics[v], "FAILED" if failed else "FINISHED")
+
+
+def _shard(cases: list[Case], options: RunOptions) -> list[Case]:
+    """The i-th of n slices of the cases (every n-th case, in dataset order: balanced and deterministic)."""
+    if options.shard is None:
+        return cases
+    index, total = options.shard
+    mine = cases[index - 1 :: total]
+    if not mine:
+        raise ConfigError(
+            f"usage: --shard {index}/{total}: the dataset has {len(cases)} cases, so this shard has none; "
+            "use fewer shards"
+        )
+    return mine
+
+
+def _reuse_baseline(session: Session, options: RunOptions, prints: dict[str, str]) -> _Reused:
+    """Put an earlier session's baseline rows into this session, if it ran exactly what this one would."""
+    source = options.baseline_from or ""
+    now = {"dataset": prints["dataset"], "baseline": prints["baseline"], "scorers": prints["scorers"]}
+    now["code"] = prints["code.baseline"]
+    scoring = StoredScoring.of(
+        session.scorers, session.cases, session.session, session.config.run.concurrency, session.scorer_stats
+    )
+    rows, run_id, found = load_stored_baseline(session.store, source, session.config, session.cases, scoring, now)
+    session.rows += rows
+    return _Reused(source, run_id, found)
+
+
+def _enable_openai_autolog() -> None:
+    try:
+        import mlflow.openai
+
+        mlflow.openai.autolog(silent=True)
+    except ImportError as exc:  # openai not installed: the app cannot be calling it either
+        raise RunError(f"run.autolog is on but MLflow's OpenAI autolog cannot load: {exc}") from None
+
+
+def plan_gate(options: RunOptions) -> dict[str, Any]:
+    """What ``--dry-run`` reports: the calls a run would make, without calling any model or importing the targets."""
+    prepared = prepare(options.config_path, import_targets=False)
+    config = prepared.config
+    calls = len(prepared.cases) * len(VARIANTS) * config.run.repeats
+    return {
+        "config": str(options.config_path),
+        "cases": len(prepared.cases),
+        "variants": {v: {"label": config.label(v), "target": config.target(v)} for v in VARIANTS},
+        "repeats": config.run.repeats,
+        "calls": calls,
+        "concurrency": config.run.concurrency,
+        "checks": [c.metric for c in config.checks],
+    }

@@ -1,0 +1,266 @@
+"""Compare the two versions' metrics and decide each check; pure functions over plain values.
+
+Two rules live here. ``evaluate_check`` compares point estimates (used for counts over cases, where
+there is nothing to sample). ``decide_check`` is the gate's rule for per-trace metrics: it fails only
+when the paired bootstrap shows, at the configured confidence, that a bound is broken, passes only
+when it shows the bound holds, and is ``inconclusive`` in between (docs/design/statistics.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from gate._config.schema import CheckConfig
+from gate._decide.stats import Estimate, PairedSample, bootstrap, clopper_pearson, mcnemar_exact, quantile_bounds
+from gate._metrics import metric_info, split_metric_key
+
+__all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
+
+CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
+Decision = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check, with the numbers that decided it."""
+
+    metric: str
+    status: CheckStatus
+    severity: Literal["error", "warn"]
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    delta_pct: float | None
+    bound: dict[str, float]
+    message: str
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_of: Literal["candidate", "delta", "delta_pct"] | None = None
+    p_value: float | None = None
+    n_pairs: int | None = None
+    on_inconclusive: Literal["fail", "warn", "pass"] | None = None
+
+
+def _fmt(value: float) -> str:
+    """A measured value: one decimal from 100 up, two below, three significant digits under 1."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
+    if abs(value) >= 1:
+        text = f"{value:.2f}"
+        return text[:-1] if text.endswith("0") else text
+    return f"{value:.3g}"
+
+
+def _lim(value: float) -> str:
+    """A configured limit, as the user wrote it."""
+    return f"{value:g}"
+
+
+def _violations(bounds: Mapping[str, float], base: float, cand: float) -> list[str]:
+    """The bounds that the pair (baseline, candidate) breaks, each described with its limit."""
+    delta = cand - base
+    out = []
+    for name, limit in bounds.items():
+        if name == "at_most" and cand > limit:
+            out.append(f"limit ≤ {_lim(limit)}")
+        elif name == "at_least" and cand < limit:
+            out.append(f"limit ≥ {_lim(limit)}")
+        elif name == "max_increase" and delta > limit:
+            out.append(f"limit +{_lim(limit)}")
+        elif name == "max_decrease" and -delta > limit:
+            out.append(f"limit -{_lim(limit)}")
+        elif name in ("max_increase_pct", "max_decrease_pct"):
+            sign = 1 if name == "max_increase_pct" else -1
+            change = sign * delta
+            if base == 0:
+                broken = change > 0  # any change from zero is an infinite relative change
+            else:
+                broken = change / abs(base) * 100 > limit
+            if broken:
+                out.append(f"limit {'+' if sign > 0 else '-'}{_lim(limit)}%")
+    return out
+
+
+def _limits(bounds: Mapping[str, float]) -> str:
+    parts = {
+        "at_most": "≤ {}",
+        "at_least": "≥ {}",
+        "max_increase": "+{}",
+        "max_decrease": "-{}",
+        "max_increase_pct": "+{}%",
+        "max_decrease_pct": "-{}%",
+    }
+    return ", ".join(parts[name].format(_lim(limit)) for name, limit in bounds.items())
+
+
+def _describe_change(check: CheckConfig, baseline: float | None, candidate: float) -> str:
+    """``latency_ms/p95 rose 18.3% (812.0 → 960.5 ms)``."""
+    metric, aggregation = split_metric_key(check.metric)
+    unit = "" if aggregation == "share" else metric_info(metric).unit
+    suffix = f" {unit}" if unit else ""
+    if baseline is None:
+        return f"{check.metric} is {_fmt(candidate)}{suffix}"
+    delta = candidate - baseline
+    numbers = f"({_fmt(baseline)} → {_fmt(candidate)}{suffix})"
+    if delta == 0:
+        return f"{check.metric} unchanged {numbers}"
+    direction = "rose" if delta > 0 else "fell"
+    if baseline != 0:
+        return f"{check.metric} {direction} {abs(delta) / abs(baseline) * 100:.1f}% {numbers}"
+    return f"{check.metric} {direction} by {_fmt(abs(delta))} {numbers}"
+
+
+def evaluate_check(check: CheckConfig, baseline: float | None, candidate: float | None) -> CheckResult:
+    """Decide one check from the two aggregated values."""
+    bounds = check.bounds()
+    if candidate is None or (baseline is None and any(not name.startswith("at_") for name in bounds)):
+        missing = [v for v, value in (("baseline", baseline), ("candidate", candidate)) if value is None]
+        return CheckResult(
+            check.metric,
+            "missing",
+            check.severity,
+            baseline,
+            candidate,
+            None,
+            None,
+            bounds,
+            f"{check.metric}: no data for {' and '.join(missing)}; a check without data cannot pass",
+        )
+    delta = None if baseline is None else candidate - baseline
+    delta_pct = None if baseline in (None, 0) or delta is None else delta / abs(baseline) * 100
+    broken = _violations(bounds, baseline if baseline is not None else candidate, candidate)
+    status: CheckStatus = "pass" if not broken else ("fail" if check.severity == "error" else "warn")
+    verdict = "; ".join(broken) if broken else f"within {_limits(bounds)}"
+    head = _describe_change(check, baseline, candidate)
+    return CheckResult(
+        check.metric,
+        status,
+        check.severity,
+        baseline,
+        candidate,
+        delta,
+        delta_pct,
+        bounds,
+        f"{head}, {verdict}",
+    )
+
+
+def evaluate_checks(
+    checks: Sequence[CheckConfig],
+    baseline: Mapping[str, float | None],
+    candidate: Mapping[str, float | None],
+) -> list[CheckResult]:
+    """Decide every check from the per-variant metric values."""
+    return [evaluate_check(check, baseline.get(check.metric), candidate.get(check.metric)) for check in checks]
+
+
+def _interval_for(name: str, est: Estimate) -> tuple[Literal["candidate", "delta", "delta_pct"], tuple[float, float]]:
+    if name in ("at_most", "at_least"):
+        return "candidate", est.candidate
+    if name in ("max_increase", "max_decrease") or est.delta_pct is None:
+        return "delta", est.delta
+    return "delta_pct", est.delta_pct
+
+
+def _bound_decision(name: str, limit: float, est: Estimate) -> Decision:
+    """Decide one bound from one-sided interval ends: fail or pass only when the data show it."""
+    if name in ("at_most", "at_least"):
+        lo, hi = est.candidate
+        if name == "at_least":  # at_least L is at_most -L on the negated value
+            lo, hi, limit = -hi, -lo, -limit
+    else:
+        of, (lo, hi) = _interval_for(name, est)
+        if of == "delta" and name.endswith("_pct"):
+            limit = 0.0  # a baseline of 0: only "no change in that direction" is meaningful
+        if name.startswith("max_decrease"):  # a decrease bound is an increase bound on the negated change
+            lo, hi = -hi, -lo
+    return "fail" if lo > limit else "pass" if hi <= limit else "inconclusive"
+
+
+def _sample_size(sample: PairedSample) -> str:
+    if sample.paired:
+        return f"{sample.n_pairs} cases"
+    return f"unpaired: {len(sample.baseline)} and {len(sample.candidate)} traces"
+
+
+def decide_check(
+    check: CheckConfig,
+    sample: PairedSample,
+    baseline: float | None,
+    candidate: float | None,
+    confidence: float,
+    on_inconclusive: Literal["fail", "warn", "pass"],
+    seed: int = 0,
+) -> CheckResult:
+    """Decide a check on a per-trace metric from the paired per-case values of both versions."""
+    point = evaluate_check(check, baseline, candidate)
+    policy = check.on_inconclusive or on_inconclusive
+    if point.status == "missing":
+        return replace(point, n_pairs=sample.n_pairs, on_inconclusive=policy)
+    if sample.n_pairs == 0:
+        message = (
+            f"{check.metric}: no case has values for both versions; a check without paired data cannot pass"
+            if sample.paired
+            else f"{check.metric}: a version has no values; a check without data cannot pass"
+        )
+        return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
+    metric, aggregation = split_metric_key(check.metric)
+    est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
+    if metric_info(metric).binary and aggregation in ("rate", "mean"):
+        # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
+        # vanishes from a third of resamples; the exact binomial interval does neither.
+        outcomes = [v for values in sample.candidate for v in values]
+        low, high = clopper_pearson(int(sum(outcomes)), len(outcomes), confidence)
+        if not any(outcomes):
+            high = 0.0 if point.bound.get("at_most") == 0 else high  # "at most 0" asks that none be seen
+        if all(outcomes):
+            low = 1.0 if point.bound.get("at_least") == 1 else low
+        est = replace(est, candidate=(low, high))
+    elif aggregation.startswith("p") or aggregation in ("median", "min", "max"):
+        q = {"median": 0.5, "min": 0.0, "max": 1.0}.get(aggregation) or float(aggregation[1:]) / 100
+        est = replace(est, candidate=quantile_bounds([v for vs in sample.candidate for v in vs], q, confidence))
+    decisions = [_bound_decision(name, limit, est) for name, limit in point.bound.items()]
+    decision: Decision = (
+        "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"
+    )
+    first = next(iter(point.bound))
+    ci_of, (ci_low, ci_high) = _interval_for(first, est)
+    p_value = None
+    if metric_info(metric).binary and sample.paired:
+        pairs = [
+            (b, c)
+            for bs, cs in zip(sample.baseline, sample.candidate, strict=True)
+            for b, c in zip(bs, cs, strict=False)
+        ]  # by repeat; a timed-out repeat has no pair
+        p_value = mcnemar_exact([b for b, _ in pairs], [c for _, c in pairs])
+    status: CheckStatus
+    if decision == "pass":
+        status = "pass"
+    elif decision == "fail":
+        status = "fail" if check.severity == "error" else "warn"
+    else:
+        status = "inconclusive"
+    unit = "%" if ci_of == "delta_pct" else ""
+    sign = "+" if ci_of != "candidate" else ""
+    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {confidence:.0%}"
+    limits = _limits(point.bound)
+    tail = {
+        "pass": f"within {limits} ({interval})",
+        "fail": f"limit {limits} broken ({interval})",
+        "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
+    }[decision]
+    return replace(
+        point,
+        status=status,
+        message=f"{_describe_change(check, baseline, point.candidate or 0.0)}, {tail}",
+        ci_low=ci_low,
+        ci_high=ci_high,
+        ci_of=ci_of,
+        p_value=p_value,
+        n_pairs=sample.n_pairs,
+        on_inconclusive=policy,
+    )

@@ -1,0 +1,92 @@
+"""From trace rows to decided checks: point metrics, paired statistics and per-case regressions (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gate._config.schema import VARIANTS, GateConfig, Variant
+from gate._decide.checks import CheckResult, decide_check, evaluate_check
+from gate._decide.regressions import (
+    Regression,
+    Unpaired,
+    find_regressions,
+    paired_sample,
+    unpaired_cases,
+    unpaired_sample,
+)
+from gate._metrics import SUMMARY_KEYS, compute_metrics, metric_info, split_metric_key
+from gate._traces.rows import TraceRow
+
+__all__ = ["Evaluation", "evaluate", "undecided"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the verdict says about the data."""
+
+    metrics: dict[Variant, dict[str, float | None]]
+    checks: list[CheckResult]
+    regressions: list[Regression]
+    unpaired: Unpaired
+    n_cases: int
+
+
+def _metric_keys(config: GateConfig) -> list[str]:
+    keys = list(SUMMARY_KEYS) + [f"{s.name}/mean" for s in config.scorers]
+    keys += [
+        c.metric
+        for c in config.checks
+        if c.metric not in keys and not metric_info(split_metric_key(c.metric)[0]).per_case
+    ]
+    return keys
+
+
+def evaluate(
+    config: GateConfig, rows: Sequence[TraceRow], golden: frozenset[str], seed: int = 0, paired: bool = True
+) -> Evaluation:
+    """Compute metrics for both versions and decide every check.
+
+    ``paired=False`` is for traces of two versions that share no cases (``gate compare`` over production
+    traffic): each version's traces are resampled on their own, and per-case rules do not apply.
+    """
+    keys = _metric_keys(config)
+    metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
+    regressions = find_regressions(rows, golden, [s.name for s in config.scorers]) if paired else []
+    unpaired = unpaired_cases(rows) if paired else Unpaired((), ())
+    n_cases = len(
+        {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
+    )
+    checks = []
+    for index, check in enumerate(config.checks):
+        metric, aggregation = split_metric_key(check.metric)
+        if metric_info(metric).per_case and not paired:
+            result = evaluate_check(check, None, None)
+            why = f"{check.metric}: counts cases made worse, which needs the same cases in both versions (pair_by)"
+            checks.append(dataclasses.replace(result, status="missing", message=why))
+            continue
+        if metric_info(metric).per_case:
+            count = float(len({r.case_id for r in regressions}))  # cases, not rules: one case may break several
+            value = count if aggregation == "count" else (count / n_cases if n_cases else math.nan)
+            checks.append(evaluate_check(check, None, None if math.isnan(value) else value))
+            continue
+        sample = paired_sample(rows, metric) if paired else unpaired_sample(rows, metric)
+        checks.append(
+            decide_check(
+                check,
+                sample,
+                metrics["baseline"].get(check.metric),
+                metrics["candidate"].get(check.metric),
+                config.confidence,
+                config.on_inconclusive,
+                seed=seed + index,
+            )
+        )
+    return Evaluation(metrics, checks, regressions, unpaired, n_cases)
+
+
+def undecided(evaluation: Evaluation) -> list[CheckResult]:
+    """Checks that more repeats could still decide."""
+    return [c for c in evaluation.checks if c.status == "inconclusive"]

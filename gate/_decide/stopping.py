@@ -1,0 +1,39 @@
+"""When adaptive repeats stop: a pure rule over what a session has gathered so far."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gate._config.schema import GateConfig
+from gate._decide.evaluate import Evaluation, undecided
+from gate._traces.rows import CallResult
+
+__all__ = ["stop_reason"]
+
+
+def stop_reason(
+    config: GateConfig,
+    evaluation: Evaluation,
+    results: Sequence[CallResult],
+    problems: Sequence[str],
+    *,
+    repeats: int,
+    rounds: int,
+    calls_per_round: int,
+    cost_usd: float | None,
+) -> str | None:
+    """None while adaptive repeats may go on; else the reason they stop."""
+    if problems or all(r.error for r in results):
+        return "run error"
+    if not undecided(evaluation):
+        return "all checks decided"
+    if repeats >= config.max_repeats():
+        return f"run.max_repeats ({config.max_repeats()}) reached"
+    if config.run.max_calls is not None and len(results) + calls_per_round > config.run.max_calls:
+        return f"run.max_calls ({config.run.max_calls}) reached"
+    if config.run.max_cost_usd is not None:
+        if cost_usd is None:
+            return "run.max_cost_usd is set but the cost is unknown (add the model to `pricing`)"
+        if cost_usd + cost_usd / max(rounds, 1) > config.run.max_cost_usd:
+            return f"run.max_cost_usd ({config.run.max_cost_usd:g}) reached"
+    return None

@@ -1,0 +1,50 @@
+"""A validated config with its cases and both targets: imported (to run them) or only located (validate, dry run)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate._config.dataset import Case, load_cases
+from gate._config.schema import VARIANTS, GateConfig, Variant, load_config, require_run_parts
+from gate._targets import Located, import_target, locate_target
+
+__all__ = ["Prepared", "prepare", "search_path"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated config with its cases and imported targets, ready to run.
+
+    ``targets`` is empty when ``prepare`` only located them; ``located`` then says where each was found.
+    """
+
+    config: GateConfig
+    cases: list[Case]
+    targets: dict[Variant, Callable[..., Any]]
+    located: dict[Variant, Located] = field(default_factory=dict)
+
+
+def search_path(config_path: Path) -> list[Path]:
+    """Where targets and scorers are imported from: the config's folder first, then the working directory."""
+    return [config_path.resolve().parent, Path.cwd()]
+
+
+def prepare(config_path: Path, config: GateConfig | None = None, *, import_targets: bool = True) -> Prepared:
+    """Validate the config, load the cases and import both targets (raises ``ConfigError``).
+
+    With ``import_targets=False`` (``gate validate``, ``--dry-run``) the targets are only located, without running
+    the app's code or importing MLflow (gate/_targets.py explains how); ``targets`` is then empty.
+    """
+    config = config or load_config(config_path)
+    require_run_parts(config, config_path)  # gate compare needs neither targets nor a dataset; run does
+    cases = load_cases(config, config_path)
+    path = search_path(config_path)
+    where = {v: f"{config_path}: {v}.target" for v in VARIANTS}
+    if not import_targets:
+        located = {v: locate_target(config.target(v) or "", where[v], path) for v in VARIANTS}
+        return Prepared(config, cases, {}, located)
+    targets = {v: import_target(config.target(v) or "", where[v], path) for v in VARIANTS}
+    return Prepared(config, cases, targets)

@@ -1,0 +1,142 @@
+"""One gate session: the calls made so far, the rows their traces gave, and how to add a round of repeats.
+
+A ``Session`` is built whole by ``gate run`` (every field given at construction). It owns the MLflow tags that
+make each call's trace findable again (session, version, case, repeat, attempt, shard) and the loop step
+"call, read back, match, score"; what to conclude is left to ``gate._decide``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gate._config.dataset import Case
+from gate._config.schema import VARIANTS, GateConfig, Variant
+from gate._decide.evaluate import Evaluation
+from gate._decide.stopping import stop_reason
+from gate._errors import PartialRun
+from gate._run.callers import Caller
+from gate._run.progress import Progress
+from gate._run.runner import plan_calls
+from gate._store.store import TAG_PREFIX, Store
+from gate._traces.read import fetch_session_traces
+from gate._traces.rows import Call, CallResult, TraceRow, match_traces, spent_usd
+from gate._traces.scoring import ScorerStats, score_rows
+from gate.scorers import Scorer
+
+__all__ = ["Session"]
+
+
+@dataclass
+class Session:
+    """The calls and rows of one ``gate run`` so far."""
+
+    config: GateConfig
+    cases: Sequence[Case]
+    caller: Caller  # worker processes, or threads of this process
+    store: Store
+    session: str
+    run_ids: dict[Variant, str]
+    scorers: list[Scorer]
+    variants: tuple[Variant, ...] = VARIANTS  # the versions this session calls (a reused baseline is not called)
+    shard: str | None = None  # "i/n" when this session records one shard of a gate
+    progress: Progress | None = None
+    results: list[CallResult] = field(default_factory=list)
+    rows: list[TraceRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    rounds: int = 0
+    repeats: int = 0
+    warmup_calls: int = 0
+    scorer_stats: dict[str, ScorerStats] = field(default_factory=dict)
+    in_round: list[CallResult] = field(default_factory=list)  # calls finished in the round under way
+
+    def tags_for(self, call: Call) -> tuple[dict[str, str], str | None]:
+        """The gate's tags on one call's trace and the MLflow run of its version (an attempt adds ``gate.attempt``)."""
+        tags = {
+            f"{TAG_PREFIX}session": self.session,
+            f"{TAG_PREFIX}variant": call.variant,
+            f"{TAG_PREFIX}label": self.config.label(call.variant),
+            f"{TAG_PREFIX}case_id": call.case.id,
+            f"{TAG_PREFIX}repeat": str(call.repeat),
+            **({f"{TAG_PREFIX}shard": self.shard} if self.shard else {}),
+        }
+        return tags, self.run_ids.get(call.variant)
+
+    def warm_up(self) -> None:
+        """One call per version on the first case, recorded under a separate session tag and never measured.
+
+        The first call in a process pays for client creation and lazy imports (hundreds of ms); without a
+        warm-up that outlier lands on whichever version happens to go first and distorts its percentiles.
+        """
+
+        def warm_tags(call: Call) -> tuple[dict[str, str], str | None]:
+            tags, _ = self.tags_for(call)
+            return {**tags, f"{TAG_PREFIX}session": f"{self.session}-warmup"}, None
+
+        calls = [c for c in plan_calls(self.cases[:1], 1) if c.variant in self.variants]
+        cfg = self.config.run
+        self.caller.run(calls, warm_tags, cfg.concurrency, cfg.timeout_s)
+        self.warmup_calls = len(calls)
+
+    def run_round(self, repeats: range) -> None:
+        """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""
+        calls = [c for c in plan_calls(self.cases, repeats) if c.variant in self.variants]
+        if self.progress is not None:
+            label = f"round {self.rounds + 1} (repeat {repeats.start + 1}..{repeats.stop})"
+            self.progress.start(len(calls), label, self.cost() if self.rows else None)
+        cfg = self.config.run
+        self.in_round = []
+
+        def record(result: CallResult) -> None:
+            self.in_round.append(result)
+            if self.progress is not None:
+                self.progress(result)
+
+        results = self.caller.run(calls, self.tags_for, cfg.concurrency, cfg.timeout_s, record)
+        self.in_round = []
+        traces = fetch_session_traces(self.store, self.session, repeats, self.shard, spans_as_dicts=not self.scorers)
+        if self.shard:  # a shard re-run into the same session: only this run's traces are its data
+            mine = set(self.run_ids.values())
+            traces = [t for t in traces if t.info.trace_metadata.get("mlflow.sourceRun") in mine]
+        rows, problems = match_traces(traces, results, self.config.pricing)
+        rows = score_rows(
+            self.scorers,
+            rows,
+            {t.info.trace_id: t for t in traces},
+            {c.id: c for c in self.cases},
+            self.session,
+            self.config.run.concurrency,
+            self.scorer_stats,
+        )
+        self.results += results
+        self.rows += rows
+        self.problems += problems
+        self.rounds += 1
+        self.repeats = repeats.stop
+
+    def partial(self) -> PartialRun:
+        """What an interrupted run did so far: calls finished per version, and where their traces are."""
+        done = self.results + self.in_round
+        return PartialRun(
+            session=self.session,
+            experiment_id=self.store.experiment_id,
+            calls={v: sum(r.call.variant == v for r in done) for v in VARIANTS},
+            errors={v: sum(r.call.variant == v and r.error is not None for r in done) for v in VARIANTS},
+        )
+
+    def cost(self) -> float | None:
+        """The app's spend so far, or None when some trace's cost is unknown."""
+        return spent_usd(self.rows)
+
+    def why_stop(self, evaluation: Evaluation) -> str | None:
+        """None while adaptive repeats may go on; else the reason they stop (``gate._decide.stopping``)."""
+        return stop_reason(
+            self.config,
+            evaluation,
+            self.results,
+            self.problems,
+            repeats=self.repeats,
+            rounds=self.rounds,
+            calls_per_round=len(self.cases) * len(self.variants),
+            cost_usd=self.cost(),
+        )

@@ -1,0 +1,1 @@
+"""Stage 3: traces read back and reduced to rows — matching calls to traces, selections, stored sessions, scoring."""

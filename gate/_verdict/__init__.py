@@ -1,0 +1,1 @@
+"""Stage 6: the verdict — its schema (the public JSON) and its one pure builder."""
