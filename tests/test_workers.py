@@ -53,7 +53,7 @@ def test_an_async_target_is_awaited_on_one_event_loop(apps: Project) -> None:
 
 @pytest.mark.parametrize("streaming", ["streaming_agent", "async_streaming_agent"])
 def test_a_streaming_target_is_consumed_and_its_time_to_first_chunk_measured(apps: Project, streaming: str) -> None:
-    _config(apps, streaming)
+    _config(apps, streaming, baseline=streaming)  # a non-streaming baseline has no ttft_ms: the check would be missing
     apps.write_config(
         **{
             **_read(apps),
@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_its_lost_calls_are_errors(apps:
 
 
 def test_a_worker_that_keeps_dying_ends_the_run_with_exit_3(apps: Project) -> None:
-    _config(apps, "exits_always")
+    _config(apps, "exits_always", concurrency=1, repeats=2, max_repeats=2)  # one call at a time: a death per call
     result = apps.gate("run", "--simulate", timeout=HANG_BOUND_S)
     assert result.code == 3, result.stderr
     assert "the candidate worker was lost 4 times in this run (last: exit code 7)" in result.verdict["error"]

@@ -184,7 +184,7 @@ class RunConfig(_Strict):
     max_error_rate: float | None = Field(None, ge=0, le=1, description="exit 3 when a version's error rate is above")
     warmup: bool = True  # one call per version first, kept out of the data: first calls pay for clients and imports
     isolation: Literal["process", "inline"] = Field(
-        "inline",
+        "process",
         description="process: each version runs in a worker process of its own (docs/design/workers.md); "
         "inline: both in the gate's process, as a debugger needs",
     )
