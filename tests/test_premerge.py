@@ -225,3 +225,14 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def test_the_default_store_in_the_working_folder_gets_both_versions_traces(repo: Project) -> None:
+    """The default tracking URI is relative (.gate/mlflow.db): the baseline's worker runs in the revision's checkout
+    and must still write to the store in the user's folder. The store's folder is not part of the code either."""
+    result = repo.gate("run", "--simulate", "--baseline-ref", "HEAD~1", env={"MLFLOW_TRACKING_URI": ""})
+    assert result.code == 1, result.stderr
+    for name in ("baseline", "candidate"):
+        assert result.verdict["variants"][name]["traces"] == len(QUESTIONS)
+    assert (repo.path / ".gate" / "mlflow.db").is_file()
+    assert result.verdict["variants"]["candidate"]["source"]["dirty"] is False  # .gate/ is untracked, not code

@@ -29,7 +29,14 @@ from gate._run.session import Session
 from gate._run.workers import VersionSpec, WorkerPool, WorkerSettings
 from gate._store.recording import flush_traces
 from gate._store.redaction import install_span_redaction
-from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
+from gate._store.store import (
+    TAG_PREFIX,
+    Store,
+    absolute_tracking_uri,
+    open_store,
+    prepare_environment,
+    resolve_tracking_uri,
+)
 from gate._traces.stored import StoredScoring, load_stored_baseline
 from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
 from gate._verdict.schema import ComparisonReport, SourceReport, Verdict
@@ -98,7 +105,9 @@ def run_gate(
         if config.run.isolation == "process":
             pool = WorkerPool(
                 _specs(config, options.config_path, sources),
-                WorkerSettings(tracking_uri, config.experiment, config.run.autolog, _retry(config)),
+                WorkerSettings(
+                    absolute_tracking_uri(tracking_uri), config.experiment, config.run.autolog, _retry(config)
+                ),
             )
             stack.callback(pool.close)
             pool.start()  # both versions import at once, each in its own process (docs/design/workers.md)

@@ -184,7 +184,9 @@ def working_tree_source(root: Path, exclude: Sequence[Path] = ()) -> Source:
         elif head:
             _git(root, "read-tree", head, env={"GIT_INDEX_FILE": str(temp_index)})
         env = {"GIT_INDEX_FILE": str(temp_index)}
-        skip = [f":(exclude){p.relative_to(root).as_posix()}" for p in exclude if p.is_relative_to(root)]
+        # An ignored folder is left out anyway (and naming it in a pathspec makes `git add` fail).
+        inside = [p.relative_to(root).as_posix() for p in exclude if p.is_relative_to(root)]
+        skip = [f":(exclude){p}" for p in inside if _run(root, "check-ignore", "-q", p).returncode != 0]
         _git(root, "add", "--all", "--", ".", *skip, timeout=_CHECKOUT_TIMEOUT_S, env=env)
         tree = _git(root, "write-tree", env=env).strip()
         dirty = tree != base

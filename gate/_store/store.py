@@ -21,7 +21,7 @@ from gate._errors import RunError
 from gate._secrets import redact_uri
 from gate._store.recording import WriterChoice, default_async_export, start_recording
 
-__all__ = ["TAG_PREFIX", "Store", "open_store", "prepare_environment", "resolve_tracking_uri"]
+__all__ = ["TAG_PREFIX", "Store", "absolute_tracking_uri", "open_store", "prepare_environment", "resolve_tracking_uri"]
 
 TAG_PREFIX = "gate."
 
@@ -39,6 +39,14 @@ def prepare_environment() -> None:
     default_async_export()
     os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS", "1")
     os.environ.setdefault("MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE", "1000000")
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """A SQLite URI with an absolute path (a worker runs in another folder, e.g. a git revision's checkout)."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path = Path(uri.removeprefix("sqlite:///"))
+    return uri if path.is_absolute() or str(path) == ":memory:" else f"sqlite:///{path.resolve()}"
 
 
 def resolve_tracking_uri(flag: str | None, config_value: str | None, default: str) -> str:
@@ -158,6 +166,7 @@ class Store:
         print(f"gate: {self.writer.describe()}", file=sys.stderr)
         return self.writer
 
+
 @contextmanager
 def _sqlite_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive lock on ``<db>.lock`` for a SQLite store (no-op elsewhere, and where fcntl is missing)."""
@@ -181,5 +190,3 @@ def _sqlite_lock(tracking_uri: str) -> Iterator[None]:
 def open_store(tracking_uri: str, experiment: str) -> Store:
     """Open (and create if needed) the store and the experiment."""
     return Store(tracking_uri, experiment)
-
-
