@@ -41,13 +41,21 @@ def use_gate_commit(commit: str | None) -> str:
         dirty = _git("status", "--porcelain", "--", "gate")
         _gate_description = f"checkout {head}" + (" + uncommitted changes in gate/" if dirty else "")
         return _gate_description
+    _gate_pythonpath, _gate_description = export_gate(commit)  # PYTHONPATH comes before the editable finder
+    return _gate_description
+
+
+def export_gate(commit: str) -> tuple[str, str]:
+    """Export gate/ as of ``commit`` (``git archive``) into a temporary folder, removed at exit.
+
+    Returns the folder (to put first on one child's ``PYTHONPATH``) and a description ("commit abc1234 (exported)").
+    Unlike ``use_gate_commit`` this changes nothing global: one harness can run several gates side by side.
+    """
     folder = Path(tempfile.mkdtemp(prefix="gate-src-"))
     atexit.register(shutil.rmtree, folder, True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "gate"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    _gate_pythonpath = str(folder)  # PYTHONPATH comes before the venv's editable-install finder
-    _gate_description = f"commit {_git('rev-parse', '--short', commit)} (exported)"
-    return _gate_description
+    return str(folder), f"commit {_git('rev-parse', '--short', commit)} (exported)"
 
 
 def gate_description() -> str:
@@ -95,12 +103,18 @@ def external_simulator(latency_ms: float) -> Iterator[str]:
             proc.wait()
 
 
-def child_env(base_url: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a measured tool: none of ours MLflow/OpenAI settings, the simulator as endpoint."""
+def child_env(
+    base_url: str | None, extra: Mapping[str, str] | None = None, gate_pythonpath: str | None = None
+) -> dict[str, str]:
+    """The environment of a measured tool: none of ours MLflow/OpenAI settings, the simulator as endpoint.
+
+    ``gate_pythonpath`` (a folder from ``export_gate``) puts that gate first for this child only.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    if _gate_pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_gate_pythonpath, env.get("PYTHONPATH")) if p)
+    first = gate_pythonpath or _gate_pythonpath
+    if first is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH")) if p)
     if base_url is not None:
         env["OPENAI_BASE_URL"] = base_url
         env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key"

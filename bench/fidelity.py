@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/fidelity.py                                   # the gate of this checkout's venv
     .venv/bin/python bench/fidelity.py --gate /tmp/fid-venv/bin/gate      # a gate installed elsewhere
     .venv/bin/python bench/fidelity.py --gate-commit HEAD~3               # gate/ as of a commit (git archive)
+    .venv/bin/python bench/fidelity.py --tools bare,gate,gate-inline,gate-before --before 4c755fb   # side by side
 
 A fake OpenAI-compatible model server of our own (stdlib ``ThreadingHTTPServer``, TCP_NODELAY, a listen backlog
 of 256, HTTP/1.1 keep-alive) answers every chat completion in exactly ``--latency-ms`` with a fixed
@@ -20,9 +21,15 @@ separate process:
   loose ``latency_ms/p50`` and ``latency_ms/p95`` checks. Each version's p50/p95 are read from the JSON verdict on
   stdout (``metrics``); latency_ms is the trace's root span duration as MLflow records it. C is the gate's total
   in flight (both versions' calls are interleaved), i.e. the same load on the server as ``bare``;
-- ``worker-async`` (``--worker async``; the idea of the planned fix): the same traced app in a plain Python process of its own
-  with MLflow tracing to a SQLite store (``mlflow.openai.autolog()`` as the gate does, MLflow's async exporter as the
-  gate's fallback writer), ``--cases`` calls, C threads in flight; the latencies are the stored traces' durations.
+- ``gate-inline``: the same gate and config with ``run: {isolation: inline}`` (both versions called from threads in
+  the gate's own process, no worker processes);
+- ``gate-before``: the same config run by gate/ as of ``--before REV`` (exported with ``git archive`` and put first
+  on that child's ``PYTHONPATH`` only, with the same Python), so the gate under test and an older gate are measured
+  in one sitting, interleaved per repetition;
+- ``worker-async`` (``--worker async``; the idea of the worker processes): the same traced app in a plain Python
+  process of its own with MLflow tracing to a SQLite store (``mlflow.openai.autolog()`` as the gate does, MLflow's
+  async exporter as the gate's fallback writer), ``--cases`` calls, C threads in flight; the latencies are the stored
+  traces' durations.
   ``--worker async,asyncx2,sync,noautolog,notrace``: ``x2`` starts two such processes at once with C/2 in flight
   each (one per version, as the fix would); ``sync`` exports in the calling thread, ``noautolog`` leaves out the
   OpenAI autolog span, ``notrace`` disables tracing (perf_counter latencies), to tell the costs apart.
@@ -50,7 +57,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-GATE_TOOLS = ("gate", "gate-noautolog", "gate-mlflowwriter")
+GATE_TOOLS = ("gate", "gate-inline", "gate-before", "gate-noautolog", "gate-mlflowwriter")
 APP = BENCH / "tools" / "fixed_latency_app.py"
 
 # The same request as fixed_latency_app.answer, sent untraced by the bare client (which must not import mlflow).
@@ -182,9 +189,7 @@ def role_worker(calls: int, concurrency: int, tracking_uri: str, tracing: bool, 
     if tracing:
         mlflow.flush_trace_async_logging()
         traces = mlflow.search_traces(experiment_ids=[experiment_id], return_type="list", max_results=calls + 10)
-        out["latency_ms"] = [
-            float(t.info.execution_duration) for t in traces if t.info.trace_id != warmup_id
-        ]
+        out["latency_ms"] = [float(t.info.execution_duration) for t in traces if t.info.trace_id != warmup_id]
     else:
         out["latency_ms"] = wall
     print(json.dumps(out))
@@ -221,10 +226,14 @@ def fake_server(python: str, latency_ms: float):
 class Gate:
     """Which gate runs, and on which Python the other children run."""
 
-    def __init__(self, gate: str | None, commit: str | None) -> None:
-        from _common import child_env, use_gate_commit
+    def __init__(self, gate: str | None, commit: str | None, before: str | None = None) -> None:
+        from _common import child_env, export_gate, use_gate_commit
 
         self.child_env = child_env
+        self.before_path: str | None = None
+        self.before_description = ""
+        if before is not None:
+            self.before_path, self.before_description = export_gate(before)
         if commit is not None:
             self.description = use_gate_commit(commit)
             self.python = sys.executable
@@ -250,26 +259,58 @@ class Gate:
         dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout
         self.description = f"{exe} (gate/ at {where}, commit {head or '?'}{', uncommitted changes' if dirty else ''})"
 
-    def env(self, base_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = self.child_env(base_url, extra)
+    def env(self, base_url: str, extra: dict[str, str] | None = None, before: bool = False) -> dict[str, str]:
+        env = self.child_env(base_url, extra, self.before_path if before else None)
         env["OPENAI_API_KEY"] = API_KEY
         return env
 
+    def before_cmd(self) -> list[str]:
+        """`gate` as of --before: this Python, `-m gate`, the export first on PYTHONPATH (see env(before=True))."""
+        return [self.python, "-m", "gate"]
 
-def write_config(folder: Path, cases: int, concurrency: int, autolog: bool = True) -> Path:
+    def check_before(self) -> str:
+        """Where the gate-before child imports gate from (it must be the export, not the checkout)."""
+        assert self.before_path is not None
+        where = subprocess.run(
+            [self.python, "-c", "import gate, os; print(os.path.dirname(os.path.abspath(gate.__file__)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+            env=self.child_env(None, None, self.before_path),
+        ).stdout.strip()
+        if not where.startswith(self.before_path):
+            raise SystemExit(f"gate-before imports gate from {where}, not from the export {self.before_path}")
+        return where
+
+
+def config_name(concurrency: int, tool: str) -> str:
+    suffix = {"gate-noautolog": "-noautolog", "gate-inline": "-inline"}.get(tool, "")
+    return f"thresholds-c{concurrency}{suffix}.yaml"
+
+
+def write_config(folder: Path, cases: int, concurrency: int, tool: str = "gate") -> Path:
     config = {
         "version": 1,
         "experiment": "bench-fidelity",
         "cases": [{"id": f"c{i}", "inputs": {"question": question(i)}} for i in range(cases)],
         "baseline": {"target": "fixed_latency_app:answer", "label": "a"},
         "candidate": {"target": "fixed_latency_app:answer", "label": "a-again"},
-        "run": {"concurrency": concurrency, "repeats": 1, "max_repeats": 1, "warmup": True, "autolog": autolog},
+        "run": {
+            "concurrency": concurrency,
+            "repeats": 1,
+            "max_repeats": 1,
+            "warmup": True,
+            "autolog": tool != "gate-noautolog",
+            # only gate-inline names isolation: older gates (gate-before) reject the key
+            **({"isolation": "inline"} if tool == "gate-inline" else {}),
+        },
         "checks": [
             {"metric": "latency_ms/p50", "max_increase_pct": 1000},
             {"metric": "latency_ms/p95", "max_increase_pct": 1000},
         ],
     }
-    path = folder / f"thresholds-c{concurrency}{'' if autolog else '-noautolog'}.yaml"
+    path = folder / config_name(concurrency, tool)
     path.write_text(json.dumps(config, indent=1), encoding="utf-8")  # JSON is YAML
     return path
 
@@ -293,15 +334,19 @@ def run_tool(tool: str, concurrency: int, rep: int, args: argparse.Namespace, ga
     if tool == "bare":
         rc, out, wall = run_child(
             [gate.python, me, "_bare", str(args.cases), str(concurrency)],
-            run_dir, gate.env(url), run_dir / "log.err", args.timeout,
+            run_dir,
+            gate.env(url),
+            run_dir / "log.err",
+            args.timeout,
         )
         record.update(stats(json.loads(out)["latency_ms"]) if rc == 0 else {})
     elif tool in GATE_TOOLS:
-        config = work / f"thresholds-c{concurrency}{'-noautolog' if tool == 'gate-noautolog' else ''}.yaml"
-        cmd = [*gate.cmd, "run", "-c", str(config)]
+        config = work / config_name(concurrency, tool)
+        cmd = [*(gate.before_cmd() if tool == "gate-before" else gate.cmd), "run", "-c", str(config)]
         cmd += ["--tracking-uri", f"sqlite:///{run_dir / 'mlflow.db'}", "--no-progress"]
         extra = {"GATE_TRACE_WRITER": "mlflow"} if tool == "gate-mlflowwriter" else None
-        rc, out, wall = run_child(cmd, run_dir, gate.env(url, extra), run_dir / "log.err", args.timeout)
+        env = gate.env(url, extra, before=tool == "gate-before")
+        rc, out, wall = run_child(cmd, run_dir, env, run_dir / "log.err", args.timeout)
         try:
             verdict = json.loads(out) if rc in (0, 1) else None
         except ValueError:
@@ -344,7 +389,11 @@ def run_tool(tool: str, concurrency: int, rep: int, args: argparse.Namespace, ga
     else:
         each = ""
         if tool in GATE_TOOLS:
-            each = " (" + ", ".join(f"{v} {record[v]['p50']:.1f}/{record[v]['p95']:.1f}" for v in ("baseline", "candidate")) + ")"
+            each = (
+                " ("
+                + ", ".join(f"{v} {record[v]['p50']:.1f}/{record[v]['p95']:.1f}" for v in ("baseline", "candidate"))
+                + ")"
+            )
         print(
             f"  rep {rep} c{concurrency:<3} {tool:16} p50 {record['p50']:7.1f} ms  p95 {record['p95']:7.1f} ms{each}"
             f"  n={record['n']}  wall {wall:.1f} s",
@@ -393,7 +442,8 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         per_rep = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in r["per_rep"])
         lines.append(
-            f"| {r['concurrency']} | {r['tool']} (mean of versions) | {r['p50']:.1f} | {r['p95']:.1f} | {pct(r['p50_ratio'])} "
+            f"| {r['concurrency']} | {r['tool']} (mean of versions) | {r['p50']:.1f} | {r['p95']:.1f} "
+            f"| {pct(r['p50_ratio'])} "
             f"| {pct(r['p95_ratio'])} | {per_rep} |"
             if r["tool"] in GATE_TOOLS
             else f"| {r['concurrency']} | {r['tool']} | {r['p50']:.1f} | {r['p95']:.1f} | {pct(r['p50_ratio'])} "
@@ -429,9 +479,11 @@ def main() -> int:
     parser.add_argument(
         "--tools",
         default="bare,gate",
-        help="bare, gate, and for diagnosis gate-noautolog (run.autolog: false) and gate-mlflowwriter "
+        help="bare, gate, gate-inline (run.isolation: inline), gate-before (the gate as of --before), and for "
+        "diagnosis gate-noautolog (run.autolog: false) and gate-mlflowwriter "
         "(GATE_TRACE_WRITER=mlflow: MLflow's async exporter instead of the gate's buffered writer)",
     )
+    parser.add_argument("--before", help="the commit whose gate/ the gate-before tool runs (git archive), e.g. 4c755fb")
     parser.add_argument(
         "--worker",
         default="",
@@ -444,10 +496,14 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (stores, logs) and print it")
     args = parser.parse_args()
     sys.path.insert(0, str(BENCH))
-    gate = Gate(args.gate, args.gate_commit)
-    print(f"gate under test: {gate.description}; children on {gate.python}", file=sys.stderr)
     concurrencies = [int(x) for x in args.concurrency.split(",")]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if ("gate-before" in tools) != (args.before is not None):
+        parser.error("the gate-before tool and --before REV go together")
+    gate = Gate(args.gate, args.gate_commit, args.before)
+    print(f"gate under test: {gate.description}; children on {gate.python}", file=sys.stderr)
+    if args.before is not None:
+        print(f"gate-before: {gate.before_description}, imported from {gate.check_before()}", file=sys.stderr)
     if bad := [t for t in tools if t not in ("bare", *GATE_TOOLS)]:
         parser.error(f"unknown tools: {', '.join(bad)}")
     if "bare" not in tools:
@@ -462,8 +518,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="gate-fidelity-"))
     shutil.copy(APP, work / APP.name)
     for c in concurrencies:
-        write_config(work, args.cases, c)
-        write_config(work, args.cases, c, autolog=False)
+        for tool in ("gate", "gate-noautolog", "gate-inline"):
+            write_config(work, args.cases, c, tool)
     runs: list[dict] = []
     started = time.perf_counter()
     try:
@@ -484,7 +540,7 @@ def main() -> int:
     print(
         f"{args.cases} calls per version, {args.latency_ms:g} ms fake model, medians over {args.reps} repetitions; "
         f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
-        f"gate: {gate.description}\n"
+        f"gate: {gate.description}" + (f"; gate-before: {gate.before_description}" if args.before else "") + "\n"
     )
     print(markdown(rows))
     if args.json:

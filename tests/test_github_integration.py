@@ -442,11 +442,11 @@ def test_action_on_a_pull_request_runs_the_prs_base_as_the_baseline(tmp_path_fac
     git("merge", "-q", "--no-ff", "-m", "merge pr", "pr")  # what refs/pull/N/merge is
     run = _run_action(workspace, runner, {"simulate": "true"})
     assert f"trace-gate: baseline from git revision {base}" in run.gate.log
-    assert run.gate.code == 1, run.gate.log
+    assert (run.gate.outputs["exit-code"], run.result.code) == ("1", 1), run.gate.log
     verdict = json.loads(Path(run.gate.outputs["verdict-path"]).read_text(encoding="utf-8"))
     assert verdict["variants"]["baseline"]["source"]["commit"] == base
     none = _run_action(
         workspace, tmp_path_factory.mktemp("merge-none-runner"), {"simulate": "true", "baseline-ref": "none"}
     )
     assert "baseline from git revision" not in none.gate.log
-    assert none.gate.code == 2  # the config names no baseline of its own: gate run says what it lacks
+    assert none.gate.outputs["exit-code"] == "2", none.gate.log  # the config names no baseline: gate run says so

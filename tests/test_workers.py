@@ -116,3 +116,21 @@ def test_inline_isolation_runs_both_versions_in_the_gates_process(apps: Project)
     result = apps.gate("run", "--simulate")
     assert result.code == 0, result.stderr
     assert "worker process" not in result.stderr
+
+
+def test_a_version_can_run_in_another_interpreter(apps: Project) -> None:
+    import sys
+
+    _config(apps, "agent")
+    config = _read(apps)
+    config["baseline"]["python"] = sys.executable  # e.g. a venv built from the base branch's requirements
+    apps.write_config(**config)
+    result = apps.gate("run", "--simulate")
+    assert result.code == 0, result.stderr
+    missing = {**config, "baseline": {**config["baseline"], "python": "venvs/base/bin/python"}}
+    apps.write_config(**missing)
+    result = apps.gate("run", "--simulate")
+    assert result.code == 2
+    assert "thresholds.yaml: baseline.python: 'venvs/base/bin/python' is not an executable Python interpreter" in (
+        result.stderr
+    )

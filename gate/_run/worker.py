@@ -219,10 +219,10 @@ def main() -> None:
     try:
         answers.send(worker.start())
     except BaseException as exc:  # noqa: BLE001 - reported to the gate, which names it in one line
-        from gate._errors import ConfigError
+        from gate._errors import ConfigError, RunError
 
-        kind = "config" if isinstance(exc, ConfigError) else "run"
-        answers.send({"op": "fatal", "kind": kind, "message": str(exc) if kind == "config" else _describe(exc)})
+        kind = "config" if isinstance(exc, ConfigError) else "run" if isinstance(exc, RunError) else "crash"
+        answers.send({"op": "fatal", "kind": kind, "message": _describe(exc) if kind == "crash" else str(exc)})
         return
     threading.Thread(target=_heartbeat, args=(answers,), name="gate-worker-heartbeat", daemon=True).start()
     for line in sys.stdin:

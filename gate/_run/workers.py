@@ -185,6 +185,8 @@ class WorkerPool:
                 self._kill(proc)
                 if message.get("kind") == "config":
                     raise ConfigError(f"{message.get('message')}{spec.hint}")
+                if message.get("kind") == "run":  # the gate's own RunError, raised in the worker: as it would be here
+                    raise RunError(str(message.get("message")))
                 raise RunError(f"the {proc.variant} worker could not start: {message.get('message')}{spec.hint}")
             if op == "exit":
                 raise RunError(
@@ -245,7 +247,8 @@ class WorkerPool:
         choices = {(p.writer, p.writer_reason) for p in self.procs.values()}
         writer, reason = sorted(choices)[0]
         choice = WriterChoice("buffered" if writer == "buffered" else "mlflow", reason)
-        print(f"gate: each version runs in a worker process of its own; {choice.describe()}", file=sys.stderr)
+        print("gate: each version runs in a worker process of its own (docs/design/workers.md)", file=sys.stderr)
+        print(f"gate: {choice.describe()}", file=sys.stderr)
         return choice
 
     def digests(self) -> dict[Variant, str]:
