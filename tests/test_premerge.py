@@ -236,3 +236,29 @@ def test_the_default_store_in_the_working_folder_gets_both_versions_traces(repo:
         assert result.verdict["variants"][name]["traces"] == len(QUESTIONS)
     assert (repo.path / ".gate" / "mlflow.db").is_file()
     assert result.verdict["variants"]["candidate"]["source"]["dirty"] is False  # .gate/ is untracked, not code
+
+
+def test_a_stored_main_branch_session_serves_as_the_baseline_of_a_later_revision(tmp_path: Path) -> None:
+    """--baseline-from is matched by the git tree of the code: a session recorded at commit A (a clean checkout)
+    is the baseline of `--baseline-ref A` later, without running A again; a session of other code is refused."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / ".gitignore").write_text("store/\n__pycache__/\n", encoding="utf-8")
+    (root / "app.py").write_text(APP.format(prompt=SHORT), encoding="utf-8")
+    write_config(root)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "app")
+    repo = Project(root)
+    # what main's CI records on a shared server: its own code as the baseline (an A/A run of the merged commit)
+    main = repo.gate("run", "--simulate", "--session", "main-1", "--baseline-ref", "HEAD")
+    assert main.code == 0, main.stderr
+    (root / "app.py").write_text(APP.format(prompt=LONG), encoding="utf-8")
+    git(root, "commit", "-q", "-am", "longer prompt")
+    reused = repo.gate("run", "--simulate", "--baseline-ref", "HEAD~1", "--baseline-from", "main-1")
+    assert reused.code == 1, reused.stderr  # the candidate's longer prompt still fails the token check
+    assert reused.verdict["comparison"]["baseline_source"] == "stored"
+    assert reused.verdict["variants"]["baseline"]["calls"] == 0
+    refused = repo.gate("run", "--simulate", "--baseline-ref", "HEAD", "--baseline-from", "main-1")  # other code
+    assert refused.code == 3
+    assert "baseline code (tree:" in refused.verdict["error"]
