@@ -102,3 +102,4 @@ def writes_to_fd_1(question: str) -> str:
 
 def cwd_and_commit(question: str) -> str:
     return os.getcwd()
+

@@ -134,3 +134,22 @@ def test_a_version_can_run_in_another_interpreter(apps: Project) -> None:
     assert "thresholds.yaml: baseline.python: 'venvs/base/bin/python' is not an executable Python interpreter" in (
         result.stderr
     )
+
+
+def test_an_app_that_points_mlflow_elsewhere_at_import_still_records_into_the_gates_store(apps: Project) -> None:
+    elsewhere = apps.path / "production.db"
+    (apps.path / "prod_app.py").write_text(
+        "import mlflow\n"
+        f"mlflow.set_tracking_uri('sqlite:///{elsewhere}')  # the app's production server\n"
+        "from gate_worker_apps import agent\n",
+        encoding="utf-8",
+    )
+    _config(apps, "agent")
+    config = _read(apps)
+    config["candidate"] = {"target": "prod_app:agent"}
+    apps.write_config(**config)
+    result = apps.gate("run", "--simulate")
+    assert result.code == 0, result.stderr
+    assert _variant(result.verdict, "candidate")["traces"] == 4
+    assert f"gate: the app sets MLflow's tracking URI to sqlite:///{elsewhere} when imported" in result.stderr
+    assert not elsewhere.exists()

@@ -93,8 +93,13 @@ class _Worker:
         self.tracing_context: Callable[[dict[str, str], str | None], AbstractContextManager[Any]] | None = None
 
     def start(self) -> dict[str, Any]:
-        """Open the store, switch the trace writer on, import the target; the ``ready`` answer."""
+        """Import the target, then open the store and switch the trace writer on; the ``ready`` answer.
+
+        The target is imported first, so that an app which points MLflow elsewhere at import time
+        (``mlflow.set_tracking_uri`` in its module) cannot send the gate's traces there: the gate's store is set last.
+        """
         from gate._config.fingerprint import code_digest
+        from gate._secrets import redact_uri
         from gate._store.recording import hold_writes, start_recording
         from gate._store.redaction import install_span_redaction
         from gate._store.store import open_store, prepare_environment
@@ -102,7 +107,15 @@ class _Worker:
 
         s = self.settings
         prepare_environment()
+        self.target = import_target(s["target"], s["where"], [Path(p) for p in s["search_path"]])
+        apps_uri = _tracking_uri_set_by_app()
         store = open_store(s["tracking_uri"], s["experiment"])
+        if apps_uri is not None and apps_uri != store.tracking_uri:
+            print(
+                f"gate: the app sets MLflow's tracking URI to {redact_uri(apps_uri)} when imported; while the gate "
+                f"runs it, its traces go to the gate's store ({redact_uri(store.tracking_uri)})",
+                file=sys.stderr,
+            )
         choice = start_recording(store.tracking_uri, store.experiment_id)
         hold_writes()  # written when the gate flushes between rounds, not while calls run (docs/design/workers.md)
         if s["autolog"]:
@@ -111,7 +124,6 @@ class _Worker:
             mlflow.openai.autolog(silent=True)
         install_span_redaction()
         self.tracing_context = store.tracing_context
-        self.target = import_target(s["target"], s["where"], [Path(p) for p in s["search_path"]])
         self.is_async = inspect.iscoroutinefunction(self.target) or inspect.isasyncgenfunction(self.target)
         if self.is_async:
             self.loop = asyncio.new_event_loop()
@@ -192,6 +204,18 @@ class _Worker:
     def _answer_failure(self, request: dict[str, Any], exc: BaseException | None) -> None:
         if exc is not None:  # the coroutine wrapper itself failed (cancelled at exit): still answer
             self.answers.send({"op": "done", "id": request["id"], "error": _describe(exc), "attempts": 1})
+
+
+def _tracking_uri_set_by_app() -> str | None:
+    """The tracking URI the app's import set with ``mlflow.set_tracking_uri``, if it set one."""
+    if "mlflow" not in sys.modules:
+        return None
+    try:  # MLflow keeps what set_tracking_uri set in this module global (3.x)
+        from mlflow.tracking._tracking_service import utils
+    except ImportError:
+        return None
+    value = getattr(utils, "_tracking_uri", None)
+    return value if isinstance(value, str) else None
 
 
 def _flush(deadline_s: float | None) -> bool:
