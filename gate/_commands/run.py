@@ -26,7 +26,7 @@ from gate._run.prepare import prepare, search_path
 from gate._run.progress import Progress
 from gate._run.runner import RetryPolicy
 from gate._run.session import Session
-from gate._run.workers import VersionSpec, WorkerPool, WorkerSettings
+from gate._run.workers import STOP_TIMEOUT_S, VersionSpec, WorkerPool, WorkerSettings
 from gate._store.recording import flush_traces
 from gate._store.redaction import install_span_redaction
 from gate._store.store import (
@@ -43,6 +43,8 @@ from gate._verdict.schema import ComparisonReport, SourceReport, Verdict
 from gate.scorers import build_scorers
 
 __all__ = ["RunOptions", "plan_gate", "run_gate"]
+
+INTERRUPTED_STOP_S = 3.0  # what workers get to write their traces when the run is cancelled or failed
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def run_gate(
                     absolute_tracking_uri(tracking_uri), config.experiment, config.run.autolog, _retry(config)
                 ),
             )
-            stack.callback(pool.close)
+            stack.push(_closing(pool))  # stop the workers on the way out; quickly when interrupted or failed
             pool.start()  # both versions import at once, each in its own process (docs/design/workers.md)
             store = open_store(tracking_uri, config.experiment)
             writer = pool.writer()
@@ -155,9 +157,7 @@ def run_gate(
                 session.run_round(range(session.repeats, session.repeats + 1))
                 evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # fresh resamples per look
         except KeyboardInterrupt as exc:
-            if config.run.isolation == "process":
-                pool.close(deadline_s=3.0)  # a cancelled job must exit soon; the workers write what they can
-            flush_traces(deadline_s=3.0)
+            flush_traces(deadline_s=3.0)  # inline: this process's traces; workers write theirs as they stop
             raise (Terminated if isinstance(exc, Terminated) else Interrupted)(session.partial()) from exc
         _close_runs(session, evaluation)
     calls = {v: sum(r.call.variant == v for r in session.results) for v in VARIANTS}
@@ -204,6 +204,17 @@ def run_gate(
             report_only=options.report_only or options.shard is not None,  # a shard never decides alone
         )
     )
+
+
+def _closing(pool: WorkerPool) -> Callable[..., bool]:
+    """An exit callback: stop the workers, letting them write their traces; within 3 s when the run did not end
+    normally (a cancelled job must exit soon)."""
+
+    def close(exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        pool.close(deadline_s=INTERRUPTED_STOP_S if exc_type is not None else STOP_TIMEOUT_S)
+        return False  # never swallow the exception
+
+    return close
 
 
 def _retry(config: GateConfig) -> RetryPolicy:

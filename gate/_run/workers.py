@@ -39,7 +39,7 @@ from gate._run.runner import RetryPolicy
 from gate._store.recording import WriterChoice, environment_for_child
 from gate._traces.rows import Call, CallResult
 
-__all__ = ["MAX_RESTARTS", "VersionSpec", "WorkerPool", "WorkerSettings"]
+__all__ = ["MAX_RESTARTS", "STOP_TIMEOUT_S", "VersionSpec", "WorkerPool", "WorkerSettings"]
 
 MAX_RESTARTS = 3  # deaths of one version's worker tolerated in one run; the next ends the run
 START_TIMEOUT_S = 300.0  # importing MLflow and a big app on a busy CI runner
@@ -115,10 +115,10 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start every version's worker at once and wait until each has imported its target."""
-        pending = {variant: self._spawn(variant) for variant in self.specs}
-        for variant, proc in pending.items():
+        for variant in self.specs:  # registered at once, so close() also stops a worker still starting
+            self.procs[variant] = self._spawn(variant)
+        for proc in list(self.procs.values()):
             self._await_ready(proc)
-            self.procs[variant] = proc
 
     def _spawn(self, variant: Variant) -> _Proc:
         spec = self.specs[variant]
