@@ -392,9 +392,8 @@ class WorkerPool:
                 "the app crashes or hangs its process (segfault, os._exit, out of memory, a stuck C call): "
                 "see its output above"
             )
-        replacement = self._spawn(variant)
+        replacement = self.procs[variant] = self._spawn(variant)  # registered first: close() stops it too
         self._await_ready(replacement)
-        self.procs[variant] = replacement
         return replacement
 
     def _by_generation(self, generation: int) -> _Proc | None:
