@@ -112,8 +112,9 @@ def run_gate(
                 ),
             )
             stack.push(_closing(pool))  # stop the workers on the way out; quickly when interrupted or failed
-            pool.start()  # both versions import at once, each in its own process (docs/design/workers.md)
-            store = open_store(tracking_uri, config.experiment)
+            pool.spawn()  # both versions import at once, each in its own process (docs/design/workers.md) ...
+            store = open_store(tracking_uri, config.experiment)  # ... while this process opens the store
+            pool.ready()
             writer = pool.writer()
             caller: Caller = pool
             digests = pool.digests()

@@ -113,10 +113,13 @@ class WorkerPool:
 
     # -- starting and stopping -------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start every version's worker at once and wait until each has imported its target."""
+    def spawn(self) -> None:
+        """Start every version's worker at once (they import while the gate does its own set-up); see ``ready``."""
         for variant in self.specs:  # registered at once, so close() also stops a worker still starting
             self.procs[variant] = self._spawn(variant)
+
+    def ready(self) -> None:
+        """Wait until each worker has imported its target (raises its ``ConfigError``/``RunError`` if it cannot)."""
         for proc in list(self.procs.values()):
             self._await_ready(proc)
 
