@@ -267,7 +267,8 @@ def test_gate_run_records_through_the_buffered_writer(project: Project) -> None:
     result = project.gate("run", "--simulate")
     assert result.code == 0, result.stderr
     assert "gate: traces are written by the buffered writer (MLflow 3." in result.stderr
-    assert {v["traces"] for v in result.verdict["variants"].values()} == {len(QUESTIONS)}
+    for variant in result.verdict["variants"].values():  # one round, or two when a check was still undecided
+        assert variant["traces"] == variant["calls"] and variant["calls"] in (len(QUESTIONS), 2 * len(QUESTIONS))
 
 
 def test_gate_run_forced_to_mlflows_exporter_still_passes(project: Project) -> None:
@@ -275,7 +276,8 @@ def test_gate_run_forced_to_mlflows_exporter_still_passes(project: Project) -> N
     result = project.gate("run", "--simulate", env={"GATE_TRACE_WRITER": "mlflow"})
     assert result.code == 0, result.stderr
     assert "gate: traces are written by MLflow's exporter (async, 1 worker): GATE_TRACE_WRITER=mlflow" in result.stderr
-    assert {v["traces"] for v in result.verdict["variants"].values()} == {len(QUESTIONS)}
+    for variant in result.verdict["variants"].values():  # one round, or two when a check was still undecided
+        assert variant["traces"] == variant["calls"] and variant["calls"] in (len(QUESTIONS), 2 * len(QUESTIONS))
 
 
 def test_a_store_that_is_not_a_sql_database_falls_back(
