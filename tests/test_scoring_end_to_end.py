@@ -124,3 +124,25 @@ def test_score_refuses_traces_of_other_inputs_or_targets(project: Project) -> No
         cases=new_expectations, scorers=[SCORERS[0]], checks=[{"metric": "on_topic/rate", "at_least": 0}]
     )
     assert project.gate("score", "--session", session).code == 0
+
+
+def test_score_refuses_an_incomplete_session_as_compare_does(project: Project) -> None:
+    """A run killed mid-way leaves its MLflow runs unfinished; a lone shard leaves the other shard missing. Either
+    way some cases have no traces: re-scoring must exit 3, never decide on what is there (issue 16, finding 1)."""
+    import mlflow
+
+    project.write_config(cases=CASES, checks=[{"metric": "error/rate", "at_most": 0}])
+    shard = project.gate("run", "--simulate", "--session", "half", "--shard", "1/2")
+    assert shard.code == 0, shard.stderr
+    lone = project.gate("score", "--session", "half")
+    assert lone.code == 3
+    assert "session half is incomplete: no run recorded for shard 2/2" in lone.verdict["error"]
+    whole = project.gate("run", "--simulate")
+    assert whole.code == 0, whole.stderr
+    session = whole.verdict["mlflow"]["session"]
+    assert project.gate("score", "--session", session).code == 0
+    client = mlflow.MlflowClient(f"sqlite:///{project.path / 'store' / 'mlflow.db'}")
+    client.update_run(whole.verdict["variants"]["candidate"]["mlflow_run_id"], status="RUNNING")  # as kill -9 leaves it
+    killed = project.gate("score", "--session", session)
+    assert killed.code == 3
+    assert "not finished: shard 1/1 candidate (RUNNING)" in killed.verdict["error"]

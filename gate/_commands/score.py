@@ -18,6 +18,7 @@ from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment
 from gate._traces.read import fetch_session_traces
 from gate._traces.rows import Call, CallResult, match_traces
 from gate._traces.scoring import ScorerStats, score_rows
+from gate._traces.stored import check_shards, recorded_runs
 from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
 from gate._verdict.schema import Verdict
 from gate.scorers import build_scorers
@@ -102,6 +103,9 @@ def score_session(options: ScoreOptions) -> Verdict:
                 f"(e.g. {', '.join(sorted(unknown)[:3])}); re-score with the dataset the session ran on"
             )
         _check_comparable(store, config, cases, run_ids)
+        runs = recorded_runs(store, session_id)
+        if runs:  # every shard of both versions finished (a killed run, a lone shard: exit 3, as compare --session)
+            check_shards(runs, session_id, config, [])
         rows, problems = match_traces(traces, results, config.pricing)
         stats: dict[str, ScorerStats] = {}
         rows = score_rows(
