@@ -99,7 +99,3 @@ def writes_to_fd_1(question: str) -> str:
     print("print() from the app")
     return agent(question)
 
-
-def cwd_and_commit(question: str) -> str:
-    return os.getcwd()
-

@@ -272,7 +272,6 @@ class WorkerPool:
         index_of: dict[int, int] = {}  # request id → call index, while the call is open
         request_of: dict[int, int] = {}  # call index → request id
         deadline_of: dict[int, float] = {}
-        sent_at: dict[int, float] = {}
         owner: dict[int, _Proc] = {}
         pending = list(enumerate(calls))
         pending.reverse()
@@ -294,7 +293,6 @@ class WorkerPool:
                 outgoing = {"op": "call", "id": request, "inputs": call.case.inputs, "tags": tags, "run_id": run_id}
                 index_of[request], owner[request], request_of[index] = index, proc, request
                 deadline_of[request] = time.monotonic() + timeout_s
-                sent_at[request] = time.monotonic()
                 proc.in_flight.add(request)
                 self._send(proc, outgoing)
             wait = max(0.0, min(deadline_of.values()) - time.monotonic())
