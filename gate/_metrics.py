@@ -166,13 +166,18 @@ def _price(span: Any, pricing: Mapping[str, Any]) -> float | None:
 def _cost(trace: Any, spans: Sequence[Any], pricing: Mapping[str, Any]) -> float | None:
     """The ``pricing:`` table when it prices every LLM span (the user's prices win), else MLflow's own cost
     (the full ``mlflow`` package prices known models; ``mlflow-skinny`` does not), else unknown."""
+    root = next((s for s in spans if getattr(s, "parent_id", None) is None), None)
+    attributes = getattr(root, "attributes", None) or {}
+    if attributes.get("mlflow.chat.tokenUsage") and attributes.get("mlflow.llm.model"):
+        priced = [root]  # an answer's own usage and model (an HTTP version's root span) covers the spans below it
+    else:
+        priced = [s for s in spans if _span_type(s) in LLM_SPAN_TYPES]
     total = 0.0
-    for span in spans:
-        if _span_type(span) in LLM_SPAN_TYPES:
-            price = _price(span, pricing)
-            if price is None:
-                break
-            total += price
+    for span in priced:
+        price = _price(span, pricing)
+        if price is None:
+            break
+        total += price
     else:
         return total
     cost = getattr(trace.info, "cost", None)

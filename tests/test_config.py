@@ -220,8 +220,8 @@ def test_missing_required_key_is_named(tmp_path: Path) -> None:
 def test_a_variant_without_target_or_traces_is_rejected(tmp_path: Path) -> None:
     path = config_with(tmp_path, baseline={"label": "v1"})
     assert problems(path) == [
-        f"{path}: baseline: give 'target' (module:function, for gate run) or 'traces' (a selector of stored traces, "
-        "for gate compare)"
+        f"{path}: baseline: give 'target' (module:function), 'http' (an endpoint), 'prompt' (prompts:/NAME@ALIAS) "
+        "or 'model' (messages and a model) for gate run, or 'traces' (a selector of stored traces) for gate compare"
     ]
 
 
@@ -231,8 +231,8 @@ def test_gate_run_names_a_missing_target(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         require_run_parts(config, path)
     assert exc.value.problems == [
-        f"{path}: baseline.target: required key is missing (gate run calls it; 'traces' selects stored traces for "
-        "gate compare)"
+        f"{path}: baseline.target: required key is missing (gate run calls it: give 'target', 'http', 'prompt' or "
+        "'model'; 'traces' selects stored traces for gate compare)"
     ]
 
 

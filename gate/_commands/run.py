@@ -22,10 +22,11 @@ from gate._errors import ConfigError, Interrupted, RunError, Terminated
 from gate._run.callers import Caller, InlineCaller
 from gate._run.endpoint import model_endpoint
 from gate._run.git import Source, checked_out, repo_root, working_tree_source
-from gate._run.prepare import prepare, search_path
+from gate._run.prepare import check_versions, prepare, search_path
 from gate._run.progress import Progress
 from gate._run.runner import RetryPolicy
 from gate._run.session import Session
+from gate._run.versions import build_version
 from gate._run.workers import STOP_TIMEOUT_S, VersionSpec, WorkerPool, WorkerSettings
 from gate._store.recording import flush_traces
 from gate._store.redaction import install_span_redaction
@@ -96,11 +97,14 @@ def run_gate(
             f"{options.config_path}: run.isolation: inline cannot run the baseline from git revision {seat.ref} (two "
             "revisions of one module cannot share a process); remove it: each version then runs in a worker process"
         )
+    if options.simulate:
+        config = _simulated(config)
     prepare_environment()
     with ExitStack() as stack:
         endpoint = stack.enter_context(model_endpoint(config, options.simulate))
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
         cases = load_cases(config, options.config_path)
+        check_versions(config, cases, options.config_path)
         prints = fingerprint(config, cases)  # of the whole dataset: shards of one session must agree
         cases = _shard(cases, options)
         sources = _sources(config, options.config_path, tracking_uri, stack)
@@ -108,7 +112,11 @@ def run_gate(
             pool = WorkerPool(
                 _specs(config, options.config_path, sources),
                 WorkerSettings(
-                    absolute_tracking_uri(tracking_uri), config.experiment, config.run.autolog, _retry(config)
+                    absolute_tracking_uri(tracking_uri),
+                    config.experiment,
+                    config.run.autolog,
+                    _retry(config),
+                    config.run.timeout_s,
                 ),
             )
             stack.push(_closing(pool))  # stop the workers on the way out; quickly when interrupted or failed
@@ -118,15 +126,23 @@ def run_gate(
             writer = pool.writer()
             caller: Caller = pool
             digests = pool.digests()
+            identities: dict[Variant, dict[str, Any]] = pool.identities()
         else:
             prepared = prepare(options.config_path, config)  # after the endpoint: a client made at import sees it
             store = open_store(tracking_uri, config.experiment)
+            targets = dict(prepared.targets)
+            digests = {v: code_digest(t) for v, t in targets.items()}
+            identities = {v: {} for v in VARIANTS}
+            for v in VARIANTS:  # an endpoint, prompt or model version: the gate's own caller (a prompt needs the store)
+                seat = config.variant(v)
+                if seat is not None and seat.kind not in (None, "target"):
+                    built = build_version(seat, f"{options.config_path}: {v}", config.run.timeout_s)
+                    targets[v], digests[v], identities[v] = built.call, built.digest, built.identity
             writer = store.start_recording()  # buffered writer, or MLflow's exporter (docs/design/trace-recording.md)
             if config.run.autolog:
                 _enable_openai_autolog()
             install_span_redaction()
-            caller = InlineCaller(prepared.targets, store, _retry(config))
-            digests = {v: code_digest(prepared.targets[v]) for v in VARIANTS}
+            caller = InlineCaller(targets, store, _retry(config))
         session_id = options.session or (
             datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         )
@@ -164,7 +180,11 @@ def run_gate(
     calls = {v: sum(r.call.variant == v for r in session.results) for v in VARIANTS}
     versions = {
         v: VersionSource(
-            target=config.target(v), mlflow_run_id=run_ids.get(v), calls=calls[v], source=_source_report(sources.get(v))
+            target=config.target(v),
+            mlflow_run_id=run_ids.get(v),
+            calls=calls[v],
+            source=_source_report(sources.get(v)),
+            identity=_identity(config, v, identities[v]),
         )
         for v in VARIANTS
     }
@@ -174,6 +194,7 @@ def run_gate(
             mlflow_run_id=reused.run_id,
             calls=0,
             source=_source_report(sources.get("baseline")),
+            identity=_identity(config, "baseline", {}),
         )
     return build_verdict(
         Gathered(
@@ -207,6 +228,22 @@ def run_gate(
     )
 
 
+def _simulated(config: GateConfig) -> GateConfig:
+    """``--simulate`` serves every model call: a prompt or model version's own ``base_url`` gives way to it."""
+    seats: dict[str, Any] = {}
+    for v in VARIANTS:
+        seat = config.variant(v)
+        if seat is not None and seat.model is not None and seat.model.base_url is not None:
+            seats[v] = seat.model_copy(update={"model": seat.model.model_copy(update={"base_url": None})})
+    return config.model_copy(update=seats) if seats else config
+
+
+def _identity(config: GateConfig, variant: Variant, resolved: dict[str, Any]) -> dict[str, Any]:
+    """What the verdict says a version was: its kind and, for an endpoint, prompt or model, what it resolved to."""
+    kind = config.kind(variant)
+    return {"kind": kind, **resolved} if kind else {}
+
+
 def _closing(pool: WorkerPool) -> Callable[..., bool]:
     """An exit callback: stop the workers, letting them write their traces; within 3 s when the run did not end
     normally (a cancelled job must exit soon)."""
@@ -233,12 +270,15 @@ def _sources(
     ref = seat.ref if seat else None
     folder = config_path.resolve().parent
     if ref is None:
+        python = [v for v in VARIANTS if config.kind(v) == "target"]
         try:
-            root = repo_root(folder)
+            root = repo_root(folder) if python else None
         except ConfigError:  # not a git repository (or no git): nothing to say about the code's source
+            root = None
+        if root is None:  # an endpoint, prompt or model version has no code of ours to describe
             return {"baseline": None, "candidate": None}
         here = (root, working_tree_source(root, _store_folders(tracking_uri)))
-        return {"baseline": here, "candidate": here}
+        return {v: here if v in python else None for v in VARIANTS}
     root = repo_root(folder)  # --baseline-ref needs a repository: this names the fix when there is none
     candidate = (root, working_tree_source(root, _store_folders(tracking_uri)))
     checkout, source = stack.enter_context(checked_out(root, ref))
@@ -268,6 +308,12 @@ def _specs(
     for v in VARIANTS:
         where = f"{config_path}: {v}.target"
         seat = config.variant(v)
+        if seat is not None and seat.kind not in (None, "target"):
+            version = seat.model_dump(mode="json", include={"http", "prompt", "model"}, exclude_none=True)
+            specs[v] = VersionSpec(
+                v, config.describe(v) or "", f"{config_path}: {v}", folder, [folder], sys.executable, version=version
+            )
+            continue
         python = _python(seat.python if seat else None, folder, f"{config_path}: {v}.python")
         found = sources.get(v)
         if found is None or found[1].kind == "working tree":
@@ -375,7 +421,10 @@ def plan_gate(options: RunOptions) -> dict[str, Any]:
     return {
         "config": str(options.config_path),
         "cases": len(prepared.cases),
-        "variants": {v: {"label": config.label(v), "target": config.target(v)} for v in VARIANTS},
+        "variants": {
+            v: {"label": config.label(v), "target": config.target(v), "kind": config.kind(v), "is": config.describe(v)}
+            for v in VARIANTS
+        },
         "repeats": config.run.repeats,
         "calls": calls,
         "concurrency": config.run.concurrency,

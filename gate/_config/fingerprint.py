@@ -28,8 +28,8 @@ def fingerprint(config: GateConfig, cases: list[Case]) -> dict[str, str]:
     return {
         "dataset": dataset,
         "run": run,
-        "baseline": digest([config.target("baseline"), dataset, run]),
-        "candidate": digest([config.target("candidate"), dataset, run]),
+        "baseline": digest([config.identity("baseline"), dataset, run]),
+        "candidate": digest([config.identity("candidate"), dataset, run]),
         "scorers": digest([s.model_dump(mode="json") for s in config.scorers]),
     }
 

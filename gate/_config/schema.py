@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -18,9 +17,12 @@ from pydantic import (
     model_validator,
 )
 
+from gate._config.base import STRICT
 from gate._config.reader import format_loc, one_line, read_file, read_yaml
+from gate._config.versions import HttpConfig, ModelConfig, check_prompt_uri
 from gate._errors import ConfigError
 from gate._metrics import AGGREGATIONS, METRICS, metric_info, parse_metric_key, split_metric_key
+from gate._secrets import redact_uri
 from gate.scorers._models import ScorerConfig
 
 __all__ = [
@@ -46,8 +48,7 @@ _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class _Strict(BaseModel):
-    # NaN compares false with everything: a NaN bound would be a check that can never fail.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = STRICT
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -126,8 +127,14 @@ class TraceSelector(_Strict):
         return self
 
 
+VersionKind = Literal["target", "http", "prompt", "model"]
+
+
 class VariantConfig(_Strict):
-    """One version of the app: the function to call (``gate run``) or its stored traces (``gate compare``)."""
+    """One version of the app, for ``gate run`` exactly one of: a Python function (``target``, from a git revision
+    with ``ref``), an HTTP endpoint (``http``), a prompt-registry version sent to a model (``prompt``, with optional
+    ``model`` settings), or chat messages and a model inline (``model`` with ``messages``); for ``gate compare``, its
+    stored traces (``traces``)."""
 
     target: str | None = None
     label: str | None = None
@@ -140,6 +147,9 @@ class VariantConfig(_Strict):
     python: str | None = Field(
         None, min_length=1, description="the interpreter of this version's worker (default: the gate's own)"
     )
+    http: HttpConfig | None = None
+    prompt: str | None = Field(None, description="prompts:/NAME/VERSION or prompts:/NAME@ALIAS")
+    model: ModelConfig | None = None
 
     @field_validator("target")
     @classmethod
@@ -147,6 +157,11 @@ class VariantConfig(_Strict):
         if value is not None and not _TARGET.fullmatch(value):
             raise ValueError(f"'{value}' is not 'module:function' (e.g. examples.support_agents:basic_agent)")
         return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_prompt_uri(value)
 
     @field_validator("ref")
     @classmethod
@@ -157,12 +172,37 @@ class VariantConfig(_Strict):
 
     @model_validator(mode="after")
     def _runs_or_selects(self) -> VariantConfig:
-        if self.target is None and self.traces is None and self.ref is None:
+        kinds = [k for k in ("target", "http", "prompt") if getattr(self, k) is not None]
+        if self.model is not None and self.prompt is None:
+            kinds.append("model")
+        if len(kinds) > 1:
+            raise ValueError(f"give one of {', '.join(kinds)}: a version is one function, endpoint or prompt")
+        if not kinds and self.traces is None and self.ref is None:
             raise ValueError(
-                "give 'target' (module:function, for gate run) or 'traces' (a selector of stored traces, "
-                "for gate compare)"
+                "give 'target' (module:function), 'http' (an endpoint), 'prompt' (prompts:/NAME@ALIAS) or 'model' "
+                "(messages and a model) for gate run, or 'traces' (a selector of stored traces) for gate compare"
             )
+        if self.prompt is not None and self.model is not None and self.model.messages is not None:
+            raise ValueError("model.messages: the prompt is the messages; give either 'prompt' or model.messages")
+        if self.model is not None and self.prompt is None and self.model.messages is None:
+            raise ValueError("model: give 'messages' (the chat to send, with {{ name }} placeholders), or a 'prompt'")
+        if kinds and kinds[0] != "target":
+            for key in ("ref", "python"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' applies to a Python 'target', not to a {kinds[0]} version")
         return self
+
+    @property
+    def kind(self) -> VersionKind | None:
+        """What ``gate run`` calls for this version (None: nothing of its own; ``ref`` alone runs the candidate's
+        target at that revision)."""
+        if self.http is not None:
+            return "http"
+        if self.prompt is not None:
+            return "prompt"
+        if self.model is not None:
+            return "model"
+        return "target" if self.target is not None or self.ref is not None else None
 
 
 OnInconclusive = Literal["fail", "warn", "pass"]
@@ -355,8 +395,40 @@ class GateConfig(_Strict):
             return self.target("candidate")
         return cfg.target if cfg else None
 
+    def kind(self, name: str) -> VersionKind | None:
+        """What ``gate run`` calls for ``baseline`` or ``candidate``."""
+        cfg = self.variant(name)
+        return cfg.kind if cfg else None
+
+    def describe(self, name: str) -> str | None:
+        """One line naming what a version is (the function, the endpoint without credentials, the prompt, the
+        model), for messages and reports; never a header or a secret."""
+        cfg = self.variant(name)
+        if cfg is None or cfg.kind is None:
+            return None
+        if cfg.kind == "http" and cfg.http is not None:
+            return f"{cfg.http.method} {redact_uri(cfg.http.url)}"
+        if cfg.kind in ("prompt", "model"):
+            model = cfg.model.name if cfg.model and cfg.model.name else None
+            what = cfg.prompt if cfg.kind == "prompt" else "messages"
+            return f"{what} → {model}" if model else str(what)
+        return self.target(name)
+
+    def identity(self, name: str) -> Any:
+        """What makes two runs of a version the same version (for fingerprints): the target, or the whole
+        definition of an endpoint, prompt or model version (its ``${NAME}`` placeholders, never their values)."""
+        cfg = self.variant(name)
+        if cfg is None or cfg.kind in (None, "target"):
+            return self.target(name)
+        return cfg.model_dump(mode="json", include={"http", "prompt", "model"}, exclude_none=True)
+
     def with_baseline_ref(self, ref: str) -> GateConfig:
         """This config with the baseline taken from git revision ``ref`` (``--baseline-ref``, which wins)."""
+        if self.baseline is not None and self.baseline.kind not in (None, "target"):
+            raise ConfigError(
+                f"usage: --baseline-ref {ref}: the config's baseline is a {self.baseline.kind} version, not code "
+                "from git; remove the flag, or make the baseline a Python target"
+            )
         seat = self.baseline or VariantConfig(ref=ref)
         return self.model_copy(update={"baseline": seat.model_copy(update={"ref": ref})})
 
@@ -450,10 +522,17 @@ def require_run_parts(config: GateConfig, path: Path, variants: tuple[str, ...] 
     if config.dataset is None and config.cases is None:
         problems.append(f"{path}: (top level): {DATASET_CHOICE}")
     for variant in variants:
-        if config.target(variant) is None:
+        kind = config.kind(variant)
+        if kind is None or (kind == "target" and config.target(variant) is None):
             problems.append(
-                f"{path}: {variant}.target: required key is missing (gate run calls it; "
-                "'traces' selects stored traces for gate compare)"
+                f"{path}: {variant}.target: required key is missing (gate run calls it: give 'target', 'http', "
+                "'prompt' or 'model'; 'traces' selects stored traces for gate compare)"
+            )
+        seat = config.variant(variant)
+        if variant == "baseline" and seat is not None and seat.ref is not None and config.kind("candidate") != "target":
+            problems.append(
+                f"{path}: baseline.ref: a git revision runs the candidate's Python target as of that revision; the "
+                f"candidate is a {config.kind('candidate')} version: give the baseline its own kind instead"
             )
     if problems:
         raise ConfigError(problems)

@@ -9,9 +9,12 @@ from typing import Any
 
 from gate._config.dataset import Case, load_cases
 from gate._config.schema import VARIANTS, GateConfig, Variant, load_config, require_run_parts
+from gate._config.templating import input_names
+from gate._errors import ConfigError
+from gate._run.versions import missing_env
 from gate._targets import Located, import_target, locate_target
 
-__all__ = ["Prepared", "prepare", "search_path"]
+__all__ = ["Prepared", "check_versions", "prepare", "search_path"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,38 @@ def prepare(config_path: Path, config: GateConfig | None = None, *, import_targe
     config = config or load_config(config_path)
     require_run_parts(config, config_path)  # gate compare needs neither targets nor a dataset; run does
     cases = load_cases(config, config_path)
+    check_versions(config, cases, config_path)
     path = search_path(config_path)
+    python = [v for v in VARIANTS if config.kind(v) == "target"]
     where = {v: f"{config_path}: {v}.target" for v in VARIANTS}
     if not import_targets:
-        located = {v: locate_target(config.target(v) or "", where[v], path) for v in VARIANTS}
+        located = {v: locate_target(config.target(v) or "", where[v], path) for v in python}
         return Prepared(config, cases, {}, located)
-    targets = {v: import_target(config.target(v) or "", where[v], path) for v in VARIANTS}
+    targets = {v: import_target(config.target(v) or "", where[v], path) for v in python}
     return Prepared(config, cases, targets)
+
+
+def check_versions(config: GateConfig, cases: list[Case], config_path: Path) -> None:
+    """What can be checked of an http, prompt or model version without calling it: every ``${NAME}`` it names is
+    set, and every input its templates name is in every case (raises ``ConfigError``, exit 2)."""
+    problems: list[str] = []
+    for v in VARIANTS:
+        seat = config.variant(v)
+        if seat is None or seat.kind in (None, "target"):
+            continue
+        problems += missing_env(seat, f"{config_path}: {v}")
+        templates = {
+            "http.body": seat.http.body if seat.http else None,
+            "model.messages": [m.content for m in seat.model.messages] if seat.model and seat.model.messages else None,
+        }
+        for place, template in templates.items():
+            for name in sorted(input_names(template)):
+                lacking = next((c for c in cases if name not in c.inputs), None)
+                if lacking is not None:
+                    keys = ", ".join(sorted(lacking.inputs)) or "none"
+                    problems.append(
+                        f"{config_path}: {v}.{place}: names input '{name}', which case '{lacking.id}' does not have "
+                        f"(its inputs: {keys})"
+                    )
+    if problems:
+        raise ConfigError(problems)

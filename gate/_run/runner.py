@@ -22,7 +22,6 @@ from gate._traces.rows import Call, CallResult
 __all__ = ["RetryPolicy", "is_transient", "plan_calls", "run_calls"]
 
 
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Re-run a call that failed with a transient provider error, backing off with full jitter."""
@@ -45,7 +44,7 @@ _TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 def is_transient(exc: BaseException) -> bool:
     """A provider error worth retrying: rate limits, overload, 5xx, dropped or timed-out connections."""
-    if type(exc).__name__ in _TRANSIENT_NAMES:
+    if type(exc).__name__ in _TRANSIENT_NAMES or getattr(exc, "transient", False) is True:
         return True
     return getattr(exc, "status_code", None) in _TRANSIENT_STATUS
 

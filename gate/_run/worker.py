@@ -107,9 +107,17 @@ class _Worker:
 
         s = self.settings
         prepare_environment()
-        self.target = import_target(s["target"], s["where"], [Path(p) for p in s["search_path"]])
+        built = None
+        if s.get("version") is None:
+            self.target = import_target(s["target"], s["where"], [Path(p) for p in s["search_path"]])
         apps_uri = _tracking_uri_set_by_app()
         store = open_store(s["tracking_uri"], s["experiment"])
+        if s.get("version") is not None:  # the gate's own caller of an endpoint, prompt or model: needs the store
+            from gate._config.schema import VariantConfig
+            from gate._run.versions import build_version
+
+            built = build_version(VariantConfig.model_validate(s["version"]), s["where"], float(s["timeout_s"]))
+            self.target = built.call
         if apps_uri is not None and apps_uri != store.tracking_uri:
             print(
                 f"gate: the app sets MLflow's tracking URI to {redact_uri(apps_uri)} when imported; while the gate "
@@ -131,7 +139,8 @@ class _Worker:
         return {
             "op": "ready",
             "pid": os.getpid(),
-            "code_digest": code_digest(self.target),
+            "code_digest": built.digest if built is not None else code_digest(self.target),
+            "identity": built.identity if built is not None else {},
             "writer": choice.writer,
             "writer_reason": choice.reason,
         }

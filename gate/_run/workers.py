@@ -62,12 +62,13 @@ class VersionSpec:
     """How to start one version's worker."""
 
     variant: Variant
-    target: str  # module:function
+    target: str  # module:function, or what an http/prompt/model version is (for messages)
     where: str  # what messages name: "thresholds.yaml: baseline.target"
     cwd: Path
     search_path: Sequence[Path]
     python: str = sys.executable
     hint: str = ""  # appended to a start-up failure's message (e.g. what a missing target at a git revision means)
+    version: dict[str, Any] | None = None  # an http/prompt/model version's config (gate._run.versions builds it)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class WorkerSettings:
     experiment: str
     autolog: bool
     retry: RetryPolicy
+    timeout_s: float = 120.0  # run.timeout_s: an http version's default per request
 
 
 @dataclass
@@ -91,6 +93,7 @@ class _Proc:
     unflushed: set[int] = field(default_factory=set)  # request ids answered since its last flush
     last_heard: float = field(default_factory=time.monotonic)
     code_digest: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)  # what an http/prompt/model version resolved to
     writer: str = ""
     writer_reason: str = ""
     alive: bool = True
@@ -151,6 +154,8 @@ class WorkerPool:
         s = self.settings
         return {
             "target": spec.target,
+            "version": spec.version,
+            "timeout_s": s.timeout_s,
             "where": spec.where,
             "search_path": [str(p) for p in spec.search_path],
             "tracking_uri": s.tracking_uri,
@@ -164,6 +169,15 @@ class WorkerPool:
         }
 
     def _await_ready(self, proc: _Proc) -> None:
+        others: list[tuple[int, dict[str, Any]]] = []  # other workers' words meanwhile, in the order they came
+        try:
+            self._await_own_ready(proc, others)
+        finally:  # back at the head of the queue, in order: a worker's "fatal" must still come before its "exit"
+            with self.events.mutex:
+                self.events.queue.extendleft(reversed(others))
+                self.events.not_empty.notify()
+
+    def _await_own_ready(self, proc: _Proc, others: list[tuple[int, dict[str, Any]]]) -> None:
         spec = self.specs[proc.variant]
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -175,12 +189,12 @@ class WorkerPool:
                     f"the {proc.variant} worker did not start within {START_TIMEOUT_S:g} s (importing {spec.target})"
                 ) from None
             if generation != proc.generation:
-                self.events.put((generation, message))  # another worker's: keep it for its own wait
-                time.sleep(0.01)
+                others.append((generation, message))
                 continue
             op = message.get("op")
             if op == "ready":
                 proc.code_digest = str(message.get("code_digest", ""))
+                proc.identity = dict(message.get("identity") or {})
                 proc.writer = str(message.get("writer", ""))
                 proc.writer_reason = str(message.get("writer_reason", ""))
                 return
@@ -253,6 +267,10 @@ class WorkerPool:
         print("gate: each version runs in a worker process of its own (docs/design/workers.md)", file=sys.stderr)
         print(f"gate: {choice.describe()}", file=sys.stderr)
         return choice
+
+    def identities(self) -> dict[Variant, dict[str, Any]]:
+        """What each http/prompt/model version resolved to when its worker started (a prompt alias's version)."""
+        return {v: p.identity for v, p in self.procs.items()}
 
     def digests(self) -> dict[Variant, str]:
         """Each version's target source hash, as its worker computed it."""

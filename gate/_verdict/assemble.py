@@ -51,6 +51,7 @@ class VersionSource:
     calls: int  # calls this command made of this version (0 for stored traces)
     selection: SelectionReport | None = None
     source: SourceReport | None = None  # the code's git source (gate run in a git repository)
+    identity: dict[str, Any] = field(default_factory=dict)  # kind, and an endpoint's/prompt's/model's particulars
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ def build_verdict(gathered: Gathered) -> Verdict:
         v: VariantReport(
             label=config.label(v),
             target=g.versions[v].target,
+            kind=g.versions[v].identity.get("kind"),
+            url=g.versions[v].identity.get("url"),
+            prompt=g.versions[v].identity.get("prompt"),
+            prompt_version=g.versions[v].identity.get("prompt_version"),
+            model=g.versions[v].identity.get("model"),
             source=g.versions[v].source,
             selection=g.versions[v].selection,
             mlflow_run_id=g.versions[v].mlflow_run_id,

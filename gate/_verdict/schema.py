@@ -55,6 +55,13 @@ class VariantReport(_Out):
 
     label: str
     target: str | None = None
+    kind: Literal["target", "http", "prompt", "model"] | None = Field(
+        None, description="what gate run called: a Python target, an endpoint, a prompt version, or a model"
+    )
+    url: str | None = Field(None, description="http: the endpoint as the config names it (never a credential)")
+    prompt: str | None = Field(None, description="prompt: the registry URI in the config (an alias, or a number)")
+    prompt_version: int | None = Field(None, description="prompt: the version that URI resolved to for this run")
+    model: str | None = Field(None, description="prompt or model: the model the messages were sent to")
     source: SourceReport | None = Field(None, description="the code's git source, when it is in a git repository")
     selection: SelectionReport | None = None
     mlflow_run_id: str | None = None
