@@ -38,6 +38,7 @@ from gate._store.store import (
     prepare_environment,
     resolve_tracking_uri,
 )
+from gate._traces.rows import unjoined_server_spans
 from gate._traces.stored import StoredScoring, load_stored_baseline
 from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
 from gate._verdict.schema import ComparisonReport, SourceReport, Verdict
@@ -178,6 +179,7 @@ def run_gate(
             raise (Terminated if isinstance(exc, Terminated) else Interrupted)(session.partial()) from exc
         _close_runs(session, evaluation)
     calls = {v: sum(r.call.variant == v for r in session.results) for v in VARIANTS}
+    labels: dict[str, str] = {v: config.label(v) for v in VARIANTS}
     versions = {
         v: VersionSource(
             target=config.target(v),
@@ -204,7 +206,7 @@ def run_gate(
             cases=cases,
             results=session.results,
             rows=session.rows,
-            problems=session.problems,
+            problems=session.problems + unjoined_server_spans(session.rows, _server_spans(config), labels),
             evaluation=evaluation,
             versions=versions,
             store=StoreInfo(store.tracking_uri, store.experiment_id, session_id, writer),
@@ -236,6 +238,11 @@ def _simulated(config: GateConfig) -> GateConfig:
         if seat is not None and seat.model is not None and seat.model.base_url is not None:
             seats[v] = seat.model_copy(update={"model": seat.model.model_copy(update={"base_url": None})})
     return config.model_copy(update=seats) if seats else config
+
+
+def _server_spans(config: GateConfig) -> dict[str, str]:
+    """Each HTTP version's ``server_spans`` setting: whether its server's spans must join the gate's traces."""
+    return {v: seat.http.server_spans for v in VARIANTS if (seat := config.variant(v)) and seat.http}
 
 
 def _identity(config: GateConfig, variant: Variant, resolved: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from gate._config.schema import Variant
 from gate._metrics import extract_values, output_text, root_output
 from gate._store.store import TAG_PREFIX
 
-__all__ = ["OUTPUT_CHARS", "Call", "CallResult", "TraceRow", "match_traces", "spent_usd"]
+__all__ = ["OUTPUT_CHARS", "Call", "CallResult", "TraceRow", "match_traces", "spent_usd", "unjoined_server_spans"]
 
 OUTPUT_CHARS = 2000
 
@@ -129,3 +129,25 @@ def spent_usd(rows: Sequence[TraceRow]) -> float | None:
     """What the app's traced calls cost, or None when some trace's cost is unknown."""
     costs = [r.values.get("cost_usd") for r in rows if r.trace_id]
     return None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+
+
+def unjoined_server_spans(rows: Sequence[TraceRow], modes: Mapping[str, str], labels: Mapping[str, str]) -> list[str]:
+    """Problems (exit 3) for HTTP versions whose server's spans did not join every trace.
+
+    ``modes`` maps a version to its ``http.server_spans``: ``auto`` (if any answered trace has the server's spans,
+    every one must), ``required`` (every one must), ``off``. The gate's own span is the root; anything more came
+    from the server. A trace without them would count no LLM calls, tools or spans: miscounted, not measured.
+    """
+    problems = []
+    for variant, mode in modes.items():
+        answered = [r for r in rows if r.variant == variant and r.trace_id and not r.values.get("error")]
+        bare = sum(1 for r in answered if (r.values.get("span_count") or 0) <= 1)
+        if mode == "off" or not bare or (mode == "auto" and bare == len(answered)):
+            continue
+        problems.append(
+            f"{variant} ({labels.get(variant, variant)}): {bare} of {len(answered)} traces have no spans from the "
+            "server (the server's spans did not join the gate's traces); a server traced with MLflow must log to "
+            "the gate's tracking store with MLFLOW_USE_BATCH_SPAN_PROCESSOR=false (docs/versions.md), or set "
+            "http.server_spans: off"
+        )
+    return problems
