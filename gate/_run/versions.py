@@ -217,11 +217,13 @@ def _chat_version(prompt_uri: str | None, model: ModelConfig, where: str, timeou
     identity: dict[str, Any] = {"kind": "prompt" if prompt_uri else "model"}
     prompt = None
     name = model.name
+    settings = model.settings()
     if prompt_uri is not None:
         prompt = _load_prompt(prompt_uri, where)
         identity |= {"prompt": prompt_uri, "prompt_version": int(prompt.version), "prompt_name": prompt.name}
         config = dict(getattr(prompt, "model_config", None) or {})
         name = name or config.get("model_name") or config.get("model")
+        settings = {**_prompt_settings(config), **settings}  # the config's own settings win over the prompt's
         if name is None:
             raise ConfigError(
                 f"{where}.model.name: prompt {prompt_uri} (version {prompt.version}) has no model_config naming its "
@@ -232,7 +234,6 @@ def _chat_version(prompt_uri: str | None, model: ModelConfig, where: str, timeou
     if api_key is None and model.base_url is None and "OPENAI_BASE_URL" not in os.environ:
         raise ConfigError(f"{where}.model.api_key_env: {model.api_key_env} is not set in the environment")
     client = OpenAI(base_url=model.base_url, api_key=api_key or "unused", timeout=timeout_s, max_retries=0)
-    settings = model.settings()
     messages = [m.model_dump() for m in model.messages or []]
     pinned = f"prompts:/{prompt.name}/{prompt.version}" if prompt is not None else None
 
@@ -255,6 +256,17 @@ def _chat_version(prompt_uri: str | None, model: ModelConfig, where: str, timeou
     if prompt is not None:
         definition["template"] = prompt.template
     return Built(call, identity, _digest(definition))
+
+
+_PROMPT_SETTINGS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
+
+
+def _prompt_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A registered prompt's model config (MLflow's ``PromptModelConfig``) as chat.completions parameters."""
+    settings = {key: config[key] for key in _PROMPT_SETTINGS if config.get(key) is not None}
+    if config.get("stop_sequences"):
+        settings["stop"] = config["stop_sequences"]
+    return {**settings, **(config.get("extra_params") or {})}
 
 
 def _load_prompt(uri: str, where: str) -> Any:
