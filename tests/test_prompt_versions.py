@@ -177,3 +177,64 @@ def test_a_messages_template_naming_an_input_no_case_has_is_exit_2(project: Proj
         "thresholds.yaml: candidate.model.messages: names input 'topic', which case 'q0' does not have "
         "(its inputs: question)"
     ) in result.stderr
+
+
+PROMPT_APP = """
+import mlflow
+import openai
+from mlflow.genai import load_prompt  # bound at import: the gate's pin must already be in place
+
+client = openai.OpenAI()
+
+
+@mlflow.trace
+def answer(question: str) -> str:
+    prompt = load_prompt("prompts:/support@production")
+    formatted = prompt.format(question=question)
+    messages = formatted if isinstance(formatted, list) else [{"role": "user", "content": formatted}]
+    max_tokens = (prompt.model_config or {}).get("max_tokens", 120)
+    response = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=max_tokens)
+    return response.choices[0].message.content
+"""
+
+
+def test_a_python_target_runs_with_a_prompt_version_pinned_per_version(project: Project, registry: Any) -> None:
+    (project.path / "prompt_app.py").write_text(PROMPT_APP, encoding="utf-8")
+    project.write_config(
+        baseline={"label": "production", "target": "prompt_app:answer"},
+        candidate={"label": "support v2", "target": "prompt_app:answer", "prompts": {"support": 2}},
+        checks=[{"metric": "output_tokens/mean", "max_increase_pct": 20}],
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code == 1, result.stderr
+    verdict = result.verdict
+    assert verdict["variants"]["candidate"]["prompts"] == {"support": 2}
+    assert verdict["variants"]["baseline"]["prompts"] is None
+    assert verdict["checks"][0]["baseline"] == 30  # @production is version 1 (30 tokens); the app asked for it
+    traces = registry.search_traces(
+        locations=[registry.get_experiment_by_name("test-gate").experiment_id],
+        filter_string=f"tags.`gate.session` = '{verdict['mlflow']['session']}'",
+        max_results=50,
+    )
+    linked = {t.info.tags["gate.variant"]: t.info.tags.get("mlflow.linkedPrompts") for t in traces}
+    assert linked == {
+        "baseline": '[{"name": "support", "version": "1"}]',
+        "candidate": '[{"name": "support", "version": "2"}]',
+    }
+
+
+def test_pinning_a_missing_prompt_version_is_exit_3_and_inline_is_refused(project: Project, registry: Any) -> None:
+    (project.path / "prompt_app.py").write_text(PROMPT_APP, encoding="utf-8")
+    project.write_config(candidate={"target": "prompt_app:answer", "prompts": {"support": 7}})
+    result = project.gate("run", "--simulate")
+    assert result.code == 3, result.stderr
+    assert "thresholds.yaml: candidate.prompts.support: prompts:/support/7: " in result.stderr
+    project.write_config(
+        candidate={"target": "prompt_app:answer", "prompts": {"support": "next"}}, run={"isolation": "inline"}
+    )
+    result = project.gate("run", "--simulate")
+    assert result.code == 2
+    assert (
+        "thresholds.yaml: candidate.prompts: pinning prompts needs each version in a process of its own (the pin "
+        "replaces MLflow's load_prompt for the whole process); remove run.isolation: inline"
+    ) in result.stderr

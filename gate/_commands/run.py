@@ -92,6 +92,12 @@ def run_gate(
     # A reused baseline is not called, but its code is still looked at: its fingerprint must match the stored one.
     variants: tuple[Variant, ...] = ("candidate",) if options.baseline_from else VARIANTS
     require_run_parts(config, options.config_path)
+    pinned = [v for v in VARIANTS if (s := config.variant(v)) is not None and s.prompts]
+    if pinned and config.run.isolation == "inline":
+        raise ConfigError(
+            f"{options.config_path}: {pinned[0]}.prompts: pinning prompts needs each version in a process of its own "
+            "(the pin replaces MLflow's load_prompt for the whole process); remove run.isolation: inline"
+        )
     seat = config.variant("baseline")
     if seat is not None and seat.ref is not None and config.run.isolation == "inline":
         raise ConfigError(
@@ -322,9 +328,10 @@ def _specs(
             )
             continue
         python = _python(seat.python if seat else None, folder, f"{config_path}: {v}.python")
+        pins = dict(seat.prompts) if seat is not None and seat.prompts else None
         found = sources.get(v)
         if found is None or found[1].kind == "working tree":
-            specs[v] = VersionSpec(v, config.target(v) or "", where, cwd, [folder, cwd], python)
+            specs[v] = VersionSpec(v, config.target(v) or "", where, cwd, [folder, cwd], python, prompts=pins)
             continue
         candidate = sources.get("candidate")
         root_of = candidate[0] if candidate else folder
@@ -338,7 +345,9 @@ def _specs(
             f" (at {source.ref} = {source.commit[:12]}; a pull request that adds the app has no baseline to compare "
             "with: skip the gate for it, e.g. run without --baseline-ref, or mark the check optional)"
         )
-        specs[v] = VersionSpec(v, config.target(v) or "", where, run_in, [inside(folder), run_in], python, hint)
+        specs[v] = VersionSpec(
+            v, config.target(v) or "", where, run_in, [inside(folder), run_in], python, hint, prompts=pins
+        )
     return specs
 
 

@@ -150,6 +150,18 @@ class VariantConfig(_Strict):
     http: HttpConfig | None = None
     prompt: str | None = Field(None, description="prompts:/NAME/VERSION or prompts:/NAME@ALIAS")
     model: ModelConfig | None = None
+    prompts: dict[str, int | str] | None = Field(
+        None,
+        description="target only: registry prompts the app loads, pinned for this version (name: version or alias)",
+    )
+
+    @field_validator("prompts")
+    @classmethod
+    def _pins(cls, value: dict[str, int | str] | None) -> dict[str, int | str] | None:
+        for name, pin in (value or {}).items():
+            uri = f"prompts:/{name}/{pin}" if isinstance(pin, int) else f"prompts:/{name}@{pin}"
+            check_prompt_uri(uri)
+        return value
 
     @field_validator("target")
     @classmethod
@@ -187,7 +199,7 @@ class VariantConfig(_Strict):
         if self.model is not None and self.prompt is None and self.model.messages is None:
             raise ValueError("model: give 'messages' (the chat to send, with {{ name }} placeholders), or a 'prompt'")
         if kinds and kinds[0] != "target":
-            for key in ("ref", "python"):
+            for key in ("ref", "python", "prompts"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"'{key}' applies to a Python 'target', not to a {kinds[0]} version")
         return self
@@ -419,7 +431,7 @@ class GateConfig(_Strict):
         definition of an endpoint, prompt or model version (its ``${NAME}`` placeholders, never their values)."""
         cfg = self.variant(name)
         if cfg is None or cfg.kind in (None, "target"):
-            return self.target(name)
+            return [self.target(name), cfg.prompts] if cfg is not None and cfg.prompts else self.target(name)
         return cfg.model_dump(mode="json", include={"http", "prompt", "model"}, exclude_none=True)
 
     def with_baseline_ref(self, ref: str) -> GateConfig:

@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 
 from gate._config.schema import VariantConfig
 from gate._config.templating import expand_env, render
-from gate._config.versions import HttpConfig, ModelConfig
+from gate._config.versions import PROMPT_URI, HttpConfig, ModelConfig
 from gate._errors import ConfigError, RunError
 from gate._secrets import redact, redact_uri
 
-__all__ = ["Built", "EndpointError", "build_version", "missing_env"]
+__all__ = ["Built", "EndpointError", "build_version", "missing_env", "pin_prompts", "resolve_pins"]
 
 USAGE_ATTRIBUTE = "mlflow.chat.tokenUsage"  # MLflow's SpanAttributeKey.CHAT_USAGE: summed into the trace's usage
 MODEL_ATTRIBUTE = "mlflow.llm.model"  # what pricing looks up
@@ -219,7 +219,7 @@ def _chat_version(prompt_uri: str | None, model: ModelConfig, where: str, timeou
     name = model.name
     settings = model.settings()
     if prompt_uri is not None:
-        prompt = _load_prompt(prompt_uri, where)
+        prompt = _load_prompt(prompt_uri, f"{where}.prompt")
         identity |= {"prompt": prompt_uri, "prompt_version": int(prompt.version), "prompt_name": prompt.name}
         config = dict(getattr(prompt, "model_config", None) or {})
         name = name or config.get("model_name") or config.get("model")
@@ -276,7 +276,7 @@ def _load_prompt(uri: str, where: str) -> Any:
     try:
         return mlflow.genai.load_prompt(uri, link_to_model=False)
     except MlflowException as exc:
-        raise RunError(f"{where}.prompt: {uri}: {_first_line(exc.message)}") from None
+        raise RunError(f"{where}: {uri}: {_first_line(exc.message)}") from None
 
 
 def _as_messages(formatted: Any) -> list[dict[str, Any]]:
@@ -284,3 +284,44 @@ def _as_messages(formatted: Any) -> list[dict[str, Any]]:
     if isinstance(formatted, str):
         return [{"role": "user", "content": formatted}]
     return [dict(m) for m in formatted]
+
+
+# -- prompt pins for a Python target ---------------------------------------------------------------------------------
+
+
+def pin_prompts(pins: dict[str, int | str]) -> None:
+    """Make this process's ``mlflow.genai.load_prompt`` (and ``mlflow.load_prompt``) load the pinned version of
+    each named prompt, whatever version or alias the app asks for; other prompts load as asked.
+
+    A worker process holds one version, so the hook changes only that version. It is installed before the app is
+    imported (an app that does ``from mlflow.genai import load_prompt`` gets the hooked one). MLflow has no public
+    setting for this; the hook is the narrow one: one function, same signature, same result type.
+    """
+    import mlflow
+    import mlflow.genai
+
+    original = mlflow.genai.load_prompt
+
+    def load_prompt(name_or_uri: str, version: str | int | None = None, **kwargs: Any) -> Any:
+        match = PROMPT_URI.fullmatch(name_or_uri) if name_or_uri.startswith("prompts:/") else None
+        name = match["name"] if match else name_or_uri
+        if name in pins:
+            return original(_pin_uri(name, pins[name]), **kwargs)
+        return original(name_or_uri, version=version, **kwargs)
+
+    mlflow.genai.load_prompt = load_prompt
+    mlflow.load_prompt = load_prompt
+
+
+def resolve_pins(pins: dict[str, int | str], where: str) -> dict[str, int]:
+    """Each pinned prompt's version number, resolved once (an alias names one number for the whole run); a missing
+    prompt, version or alias is a ``RunError`` naming it. Afterwards the pins hold the numbers."""
+    resolved = {}
+    for name, pin in pins.items():
+        resolved[name] = int(_load_prompt(_pin_uri(name, pin), f"{where}.prompts.{name}").version)
+    pins.update(resolved)
+    return resolved
+
+
+def _pin_uri(name: str, pin: int | str) -> str:
+    return f"prompts:/{name}/{pin}" if isinstance(pin, int) else f"prompts:/{name}@{pin}"

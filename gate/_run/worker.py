@@ -108,10 +108,20 @@ class _Worker:
         s = self.settings
         prepare_environment()
         built = None
+        pins: dict[str, int | str] = dict(s.get("prompts") or {})
+        if pins:  # before the app is imported, so that what it imports is the pinned loader
+            from gate._run.versions import pin_prompts
+
+            pin_prompts(pins)
         if s.get("version") is None:
             self.target = import_target(s["target"], s["where"], [Path(p) for p in s["search_path"]])
         apps_uri = _tracking_uri_set_by_app()
         store = open_store(s["tracking_uri"], s["experiment"])
+        identity: dict[str, Any] = {}
+        if pins:
+            from gate._run.versions import resolve_pins
+
+            identity["prompts"] = resolve_pins(pins, s["where"].removesuffix(".target"))
         if s.get("version") is not None:  # the gate's own caller of an endpoint, prompt or model: needs the store
             from gate._config.schema import VariantConfig
             from gate._run.versions import build_version
@@ -140,7 +150,7 @@ class _Worker:
             "op": "ready",
             "pid": os.getpid(),
             "code_digest": built.digest if built is not None else code_digest(self.target),
-            "identity": built.identity if built is not None else {},
+            "identity": built.identity if built is not None else identity,
             "writer": choice.writer,
             "writer_reason": choice.reason,
         }

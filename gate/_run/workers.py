@@ -69,6 +69,7 @@ class VersionSpec:
     python: str = sys.executable
     hint: str = ""  # appended to a start-up failure's message (e.g. what a missing target at a git revision means)
     version: dict[str, Any] | None = None  # an http/prompt/model version's config (gate._run.versions builds it)
+    prompts: dict[str, int | str] | None = None  # registry prompts pinned for a Python target
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class WorkerPool:
         return {
             "target": spec.target,
             "version": spec.version,
+            "prompts": spec.prompts,
             "timeout_s": s.timeout_s,
             "where": spec.where,
             "search_path": [str(p) for p in spec.search_path],

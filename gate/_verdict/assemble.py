@@ -103,6 +103,7 @@ def build_verdict(gathered: Gathered) -> Verdict:
             prompt=g.versions[v].identity.get("prompt"),
             prompt_version=g.versions[v].identity.get("prompt_version"),
             model=g.versions[v].identity.get("model"),
+            prompts=g.versions[v].identity.get("prompts"),
             source=g.versions[v].source,
             selection=g.versions[v].selection,
             mlflow_run_id=g.versions[v].mlflow_run_id,

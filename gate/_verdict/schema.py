@@ -62,6 +62,9 @@ class VariantReport(_Out):
     prompt: str | None = Field(None, description="prompt: the registry URI in the config (an alias, or a number)")
     prompt_version: int | None = Field(None, description="prompt: the version that URI resolved to for this run")
     model: str | None = Field(None, description="prompt or model: the model the messages were sent to")
+    prompts: dict[str, int] | None = Field(
+        None, description="target: the registry prompt versions pinned for the app (name → the version it resolved to)"
+    )
     source: SourceReport | None = Field(None, description="the code's git source, when it is in a git repository")
     selection: SelectionReport | None = None
     mlflow_run_id: str | None = None
