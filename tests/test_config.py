@@ -335,7 +335,8 @@ def test_target_with_empty_function_is_rejected(tmp_path: Path) -> None:
 def test_both_dataset_and_cases_is_rejected(tmp_path: Path) -> None:
     path = config_with(tmp_path, dataset="cases.yaml")
     assert problems(path) == [
-        f"{path}: (top level): give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)"
+        f"{path}: (top level): give exactly one of 'dataset' (a YAML, JSONL or CSV file, an MLflow evaluation "
+        "dataset, or stored traces) or 'cases' (a list inline)"
     ]
 
 
@@ -345,7 +346,8 @@ def test_neither_dataset_nor_cases_is_rejected_by_gate_run_but_not_by_gate_compa
     with pytest.raises(ConfigError) as exc:
         require_run_parts(config, path)
     assert exc.value.problems == [
-        f"{path}: (top level): give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)"
+        f"{path}: (top level): give exactly one of 'dataset' (a YAML, JSONL or CSV file, an MLflow evaluation "
+        "dataset, or stored traces) or 'cases' (a list inline)"
     ]
 
 

@@ -15,13 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gate._config.dataset import Case, load_cases
+from gate._config.dataset import Case
 from gate._config.reader import format_loc
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, TraceSelector, describe_error, load_config
 from gate._decide.evaluate import evaluate
 from gate._errors import ConfigError, RunError
 from gate._run.endpoint import model_endpoint
-from gate._run.prepare import search_path
+from gate._run.prepare import gather_cases, search_path
 from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
 from gate._traces.scoring import ScorerStats
 from gate._traces.select import Collected, Paired, Selection, collect, pair_rows, selection_for
@@ -134,7 +134,11 @@ def compare(options: CompareOptions) -> Verdict:
     if options.session is not None and not SESSION_ID.fullmatch(options.session):
         raise ConfigError(f"usage: --session {options.session!r}: use letters, digits, '.', '_' and '-' (≤ 100)")
     selectors = _selectors(options, config)
-    dataset = load_cases(config, options.config_path) if (config.dataset or config.cases) else []
+    dataset, source = (
+        gather_cases(config, options.config_path, options.tracking_uri)
+        if (config.dataset or config.cases)
+        else ([], None)
+    )
     prepare_environment()
     with model_endpoint(config, options.simulate) as endpoint:  # judges may need the simulator
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
@@ -198,6 +202,7 @@ def compare(options: CompareOptions) -> Verdict:
     }
     return build_verdict(
         Gathered(
+            dataset=source,
             config=config,
             config_path=options.config_path,
             endpoint=endpoint,

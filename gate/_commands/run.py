@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gate._config.dataset import Case, load_cases
+from gate._config.dataset import Case
 from gate._config.fingerprint import code_digest, fingerprint
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config, require_run_parts
 from gate._decide.evaluate import Evaluation, evaluate
@@ -22,7 +22,7 @@ from gate._errors import ConfigError, Interrupted, RunError, Terminated
 from gate._run.callers import Caller, InlineCaller
 from gate._run.endpoint import model_endpoint
 from gate._run.git import Source, checked_out, repo_root, working_tree_source
-from gate._run.prepare import check_versions, prepare, search_path
+from gate._run.prepare import check_versions, gather_cases, prepare, search_path
 from gate._run.progress import Progress
 from gate._run.runner import RetryPolicy
 from gate._run.session import Session
@@ -110,7 +110,7 @@ def run_gate(
     with ExitStack() as stack:
         endpoint = stack.enter_context(model_endpoint(config, options.simulate))
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
-        cases = load_cases(config, options.config_path)
+        cases, source = gather_cases(config, options.config_path, tracking_uri)
         check_versions(config, cases, options.config_path)
         prints = fingerprint(config, cases)  # of the whole dataset: shards of one session must agree
         cases = _shard(cases, options)
@@ -206,6 +206,7 @@ def run_gate(
         )
     return build_verdict(
         Gathered(
+            dataset=source,
             config=config,
             config_path=options.config_path,
             endpoint=endpoint,

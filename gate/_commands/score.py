@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gate._config.dataset import Case, load_cases
+from gate._config.dataset import Case
 from gate._config.fingerprint import fingerprint
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config
 from gate._decide.evaluate import evaluate
 from gate._errors import RunError
 from gate._run.endpoint import model_endpoint
-from gate._run.prepare import search_path
+from gate._run.prepare import gather_cases, search_path
 from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
 from gate._traces.read import fetch_session_traces
 from gate._traces.rows import Call, CallResult, match_traces
@@ -63,7 +63,7 @@ def score_session(options: ScoreOptions) -> Verdict:
     """Fetch the session's traces, score them with the current scorers, and decide the checks again."""
     started, started_at = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     config = load_config(options.config_path)
-    cases = load_cases(config, options.config_path)
+    cases, source = gather_cases(config, options.config_path, options.tracking_uri)
     by_id = {c.id: c for c in cases}
     prepare_environment()
     session_id = options.session
@@ -121,6 +121,7 @@ def score_session(options: ScoreOptions) -> Verdict:
     calls = {v: sum(r.call.variant == v for r in results) for v in VARIANTS}
     return build_verdict(
         Gathered(
+            dataset=source,
             config=config,
             config_path=options.config_path,
             endpoint=endpoint,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from gate._config.reader import MAX_DEPTH, SURROGATE, decode_utf8, format_loc, o
 from gate._config.schema import CaseConfig, GateConfig, describe_error
 from gate._errors import ConfigError
 
-__all__ = ["Case", "case_id_for", "load_cases"]
+__all__ = ["EXPECTATION_PREFIXES", "Case", "case_id_for", "cases_from_rows", "csv_rows", "load_cases", "validated_rows"]
 
 MAX_PROBLEMS = 100  # lines reported for one dataset; a broken 100,000-line file must not print 100,000 lines
 _MISSING = "dataset file not found (paths are relative to the config file's folder)"
@@ -156,6 +156,100 @@ def _decode_line(path: Path, number: int, raw: bytes) -> str:
         ) from None
 
 
+EXPECTATION_PREFIXES = ("expected_", "expectations.")  # a CSV column holding an expectation, not an input
+_CSV_MEANINGS = {"id", "tags", "golden"}
+_TRUE, _FALSE = {"true", "yes", "1", "y"}, {"false", "no", "0", "n", ""}
+
+
+def csv_rows(path: Path, columns: Mapping[str, str], problems: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV file (RFC 4180: quoted commas, newlines and quotes in cells) as case dicts.
+
+    A header row names the columns: ``id``, ``tags`` (separated by ``;``) and ``golden`` (true/false) keep their
+    meaning; a column named ``expected_X`` or ``expectations.X`` is the expectation ``X``; every other column is an
+    input. Every value is a string unless ``columns`` gives the column a type (integer, number, boolean, json). An
+    empty cell is an empty string for a string input, and no value for an expectation (labels may be sparse) or a
+    typed column. A row with more or fewer cells than the header is an error naming its row.
+    """
+    import csv
+
+    text = read_file(path, _MISSING)
+    reader = csv.reader(text.splitlines(keepends=True))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: row 1: not valid CSV: {exc}") from None
+    header = [name.strip() for name in header]
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")  # the byte-order mark spreadsheets write
+    if dupes := sorted({n for n in header if header.count(n) > 1}):
+        raise ConfigError(f"{path}: row 1: column {', '.join(repr(d) for d in dupes)} appears twice")
+    if "" in header:
+        raise ConfigError(f"{path}: row 1: column {header.index('') + 1} has no name")
+    if unknown := sorted(set(columns) - set(header)):
+        raise ConfigError(f"{path}: dataset.columns names {', '.join(unknown)}, not a column of the file")
+    row_number = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ConfigError(f"{path}: row {row_number + 1}: not valid CSV: {exc}") from None
+        row_number = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue  # a blank line
+        if len(cells) != len(header):
+            count = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+            problems.append(f"{path}: row {row_number}: {count}, the header has {len(header)} columns")
+            continue
+        row: dict[str, Any] = {"inputs": {}}
+        for name, cell in zip(header, cells, strict=True):
+            try:
+                value = _typed(cell, columns.get(name, "string"))
+            except ValueError as exc:
+                problems.append(f"{path}: row {row_number}: column '{name}': {exc}")
+                continue
+            expectation = next((name[len(p) :] for p in EXPECTATION_PREFIXES if name.startswith(p)), None)
+            if name == "id":
+                if cell.strip():
+                    row["id"] = cell
+            elif name == "tags":
+                row["tags"] = [t.strip() for t in cell.split(";") if t.strip()]
+            elif name == "golden":
+                if cell.strip().lower() not in _TRUE | _FALSE:
+                    problems.append(f"{path}: row {row_number}: column 'golden': '{cell}' is not true or false")
+                row["golden"] = cell.strip().lower() in _TRUE
+            elif expectation is not None:
+                if value is not None and cell != "":
+                    row.setdefault("expectations", {})[expectation] = value
+            else:
+                row["inputs"][name] = value  # None for an empty cell of a typed column: the input is null
+        yield row
+
+
+def _typed(cell: str, kind: str) -> Any:
+    if kind == "string":
+        return cell
+    if not cell.strip():
+        return None
+    try:
+        if kind == "integer":
+            return int(cell)
+        if kind == "number":
+            return float(cell)
+        if kind == "json":
+            return json.loads(cell)
+    except ValueError:
+        raise ValueError(f"'{one_line(cell, 60)}' is not {'an' if kind == 'integer' else 'a'} {kind}") from None
+    if cell.strip().lower() in _TRUE:
+        return True
+    if cell.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"'{one_line(cell, 60)}' is not a boolean (true/false)")
+
+
 def _yaml_rows(path: Path) -> list[Any]:
     data = read_yaml(path, read_file(path, _MISSING))
     if isinstance(data, dict) and "cases" in data:
@@ -181,17 +275,46 @@ def _validated(rows: Iterable[Any], prefix: str, problems: list[str]) -> Iterato
 
 
 def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
-    """The config's cases, validated, with ids filled in and checked for uniqueness."""
+    """The config's cases from a file or inline, validated, with ids filled in and checked for uniqueness.
+
+    A dataset in MLflow (an evaluation dataset, stored traces) is read by ``gate._traces.cases``, whose rows come
+    back through ``cases_from_rows``.
+    """
     problems: list[str] = []
     if config.cases is not None:
         source, prefix = f"{config_path}: cases", f"{config_path}: cases"
-        parsed: Iterable[tuple[int, CaseConfig]] = enumerate(config.cases)
-    else:
-        assert config.dataset is not None  # the config validator guarantees one of the two
-        path = (config_path.parent / config.dataset).resolve()
-        source, prefix = str(path), f"{path}: "
-        rows: Iterable[Any] = (row for _, row in _jsonl_rows(path)) if path.suffix == ".jsonl" else _yaml_rows(path)
-        parsed = _validated(rows, prefix, problems)
+        return cases_from_rows(enumerate(config.cases), source, prefix, problems)
+    assert config.dataset is not None and config.dataset.file is not None  # the config validator's guarantee
+    path = (config_path.parent / config.dataset.file).resolve()
+    source, prefix = str(path), f"{path}: "
+    if path.suffix.lower() == ".csv":
+        return cases_from_rows(_validated(csv_rows(path, config.dataset.columns, problems), prefix, problems),
+                               source, prefix, problems, labels=_row_labels)  # fmt: skip
+    rows: Iterable[Any] = (row for _, row in _jsonl_rows(path)) if path.suffix == ".jsonl" else _yaml_rows(path)
+    return cases_from_rows(_validated(rows, prefix, problems), source, prefix, problems)
+
+
+def validated_rows(rows: Iterable[Any], prefix: str, problems: list[str]) -> Iterator[tuple[int, CaseConfig]]:
+    """Rows (``{id?, inputs, expectations?, tags?, golden?}``) validated as cases; problems are appended."""
+    return _validated(rows, prefix, problems)
+
+
+def _row_labels(index: int) -> str:
+    return f"row {index + 2}"  # a CSV file's row: the header is row 1
+
+
+def cases_from_rows(
+    parsed: Iterable[tuple[int, CaseConfig]],
+    source: str,
+    prefix: str,
+    problems: list[str],
+    labels: Any = None,
+) -> list[Case]:
+    """Cases from validated rows: ids filled in (a hash of the inputs when none is given), duplicates refused."""
+
+    def where(index: int) -> str:
+        return f"{prefix}{labels(index)}: " if labels else f"{prefix}[{index}]."
+
     cases: list[Case] = []
     first: dict[str, int] = {}
     count = 0
@@ -201,10 +324,17 @@ def load_cases(config: GateConfig, config_path: Path) -> list[Case]:
         # inputs and no ids are duplicates too (give them ids if both are wanted).
         case_id = row.id or case_id_for(row.inputs)
         if case_id in first:
-            problems.append(
-                f"{prefix}[{index}].id: duplicate case id '{one_line(case_id, 200)}' (first at [{first[case_id]}]); "
-                "ids must be unique"
-            )
+            earlier = labels(first[case_id]) if labels else f"[{first[case_id]}]"
+            if row.id is None:
+                problems.append(
+                    f"{where(index)}inputs: duplicate inputs (the same as {earlier}); give both cases an id if both "
+                    "are wanted"
+                )
+            else:
+                problems.append(
+                    f"{where(index)}id: duplicate case id '{one_line(case_id, 200)}' (first at {earlier}); "
+                    "ids must be unique"
+                )
             continue
         first[case_id] = index
         if not problems:  # once the load has failed, keep only what finds further problems

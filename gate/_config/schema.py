@@ -42,7 +42,10 @@ __all__ = [
 DEFAULT_TRACKING_URI = "sqlite:///.gate/mlflow.db"
 Variant = Literal["baseline", "candidate"]
 VARIANTS: tuple[Variant, Variant] = ("baseline", "candidate")
-DATASET_CHOICE = "give exactly one of 'dataset' (a YAML or JSONL file) or 'cases' (a list inline)"
+DATASET_CHOICE = (
+    "give exactly one of 'dataset' (a YAML, JSONL or CSV file, an MLflow evaluation dataset, or stored traces) or "
+    "'cases' (a list inline)"
+)
 BOUNDS = ("at_most", "at_least", "max_increase", "max_decrease", "max_increase_pct", "max_decrease_pct")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -217,6 +220,39 @@ class VariantConfig(_Strict):
         return "target" if self.target is not None or self.ref is not None else None
 
 
+ColumnType = Literal["string", "integer", "number", "boolean", "json"]
+
+
+class DatasetConfig(_Strict):
+    """Where the cases are, when not a plain file path: exactly one of ``file``, ``mlflow`` or ``traces``
+    (docs/datasets.md)."""
+
+    file: str | None = Field(None, min_length=1, description="a YAML, JSONL or CSV file, relative to the config")
+    columns: dict[str, ColumnType] = Field({}, description="CSV: the type of a column (default: string)")
+    mlflow: str | None = Field(None, min_length=1, description="an MLflow evaluation dataset: its name or id (d-…)")
+    experiment: str | None = Field(None, min_length=1, description="mlflow: the experiment a dataset name is in")
+    version: int | None = Field(None, ge=1, description="mlflow: a version of the dataset (default: the latest)")
+    traces: TraceSelector | None = Field(None, description="replay the inputs of stored traces (production traffic)")
+    sample: int | None = Field(None, ge=1, description="traces: how many distinct inputs to take (default: all)")
+    seed: int = Field(0, description="traces: which sample (the same seed and store give the same cases)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        given = [k for k in ("file", "mlflow", "traces") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'file' (a path), 'mlflow' (a dataset name or id) or 'traces'")
+        for key, owner in (("columns", "file"), ("experiment", "mlflow"), ("version", "mlflow"), ("sample", "traces")):
+            if getattr(self, key) and given[0] != owner:
+                raise ValueError(f"'{key}' applies to '{owner}', not to '{given[0]}'")
+        if self.columns and not str(self.file).lower().endswith(".csv"):
+            raise ValueError("'columns' types the columns of a CSV file")
+        return self
+
+    @property
+    def kind(self) -> Literal["file", "mlflow", "traces"]:
+        return "file" if self.file is not None else "mlflow" if self.mlflow is not None else "traces"
+
+
 OnInconclusive = Literal["fail", "warn", "pass"]
 
 
@@ -343,7 +379,13 @@ class GateConfig(_Strict):
     version: Literal[1]
     experiment: str = Field("gate", min_length=1)
     tracking_uri: str | None = None
-    dataset: str | None = None
+    dataset: DatasetConfig | None = Field(None, description="a file path, or a source: {file|mlflow|traces: …}")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _path_is_a_file(cls, value: Any) -> Any:
+        return {"file": value} if isinstance(value, str) else value
+
     cases: list[CaseConfig] | None = None
     baseline: VariantConfig | None = None  # gate compare with --baseline/--candidate flags needs neither
     candidate: VariantConfig | None = None

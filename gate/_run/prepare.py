@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate._config.dataset import Case, load_cases
-from gate._config.schema import VARIANTS, GateConfig, Variant, load_config, require_run_parts
+from gate._config.dataset import Case, cases_from_rows, load_cases, validated_rows
+from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config, require_run_parts
 from gate._config.templating import input_names
 from gate._errors import ConfigError
 from gate._run.versions import missing_env
 from gate._targets import Located, import_target, locate_target
 
-__all__ = ["Prepared", "check_versions", "prepare", "search_path"]
+__all__ = ["Prepared", "check_versions", "gather_cases", "prepare", "search_path"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def prepare(config_path: Path, config: GateConfig | None = None, *, import_targe
     """
     config = config or load_config(config_path)
     require_run_parts(config, config_path)  # gate compare needs neither targets nor a dataset; run does
-    cases = load_cases(config, config_path)
+    cases, _ = gather_cases(config, config_path, None)
     check_versions(config, cases, config_path)
     path = search_path(config_path)
     python = [v for v in VARIANTS if config.kind(v) == "target"]
@@ -53,6 +53,36 @@ def prepare(config_path: Path, config: GateConfig | None = None, *, import_targe
         return Prepared(config, cases, {}, located)
     targets = {v: import_target(config.target(v) or "", where[v], path) for v in python}
     return Prepared(config, cases, targets)
+
+
+def gather_cases(
+    config: GateConfig, config_path: Path, tracking_uri: str | None
+) -> tuple[list[Case], dict[str, Any] | None]:
+    """The cases, wherever the config keeps them, and where they came from (for the verdict's ``dataset``).
+
+    A file or inline list is read without MLflow; an MLflow evaluation dataset or a selection of stored traces is
+    read from the tracking store (``tracking_uri``, else MLFLOW_TRACKING_URI, the config's, the default).
+    """
+    source = config.dataset
+    if source is None or source.kind == "file":
+        cases = load_cases(config, config_path)
+        if source is None:
+            return cases, {"kind": "inline", "cases": len(cases)}
+        return cases, {"kind": "file", "path": source.file, "cases": len(cases)}
+    from gate._store.store import prepare_environment, resolve_tracking_uri
+    from gate._traces.cases import read_mlflow_dataset, read_trace_inputs
+
+    prepare_environment()
+    uri = resolve_tracking_uri(tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
+    where = f"{config_path}: dataset"
+    if source.kind == "mlflow":
+        found = read_mlflow_dataset(source, uri, where)
+    else:
+        found = read_trace_inputs(source, uri, config.experiment, where)
+    label = f"{where} ({source.kind} {source.mlflow or found.report.get('filter')})"
+    problems: list[str] = []
+    cases = cases_from_rows(validated_rows(found.rows, f"{label}: ", problems), label, f"{label}: ", problems)
+    return cases, {**found.report, "cases": len(cases)}
 
 
 def check_versions(config: GateConfig, cases: list[Case], config_path: Path) -> None:

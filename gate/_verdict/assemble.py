@@ -28,6 +28,7 @@ from gate._verdict.schema import (
     CaseSide,
     CheckReport,
     ComparisonReport,
+    DatasetReport,
     MlflowReport,
     RegressionReport,
     ScorerReport,
@@ -88,6 +89,7 @@ class Gathered:
     comparison: ComparisonReport | None = None
     include_cases: bool = True  # per-case reports (not for unpaired stored traces)
     report_only: bool = False  # --report-only, or a shard: a failing exit 1 becomes 0
+    dataset: Mapping[str, Any] | None = None  # where the cases came from (gate._run.prepare.gather_cases)
 
 
 def build_verdict(gathered: Gathered) -> Verdict:
@@ -160,6 +162,7 @@ def build_verdict(gathered: Gathered) -> Verdict:
             s.name: ScorerReport(type=s.type, **vars(g.scorer_stats.get(s.name, ScorerStats()))) for s in config.scorers
         },
         comparison=g.comparison,
+        dataset=DatasetReport.model_validate(g.dataset) if g.dataset else None,
         mlflow=MlflowReport(
             tracking_uri=redact_uri(g.store.tracking_uri),
             experiment=config.experiment,

@@ -161,6 +161,29 @@ class MlflowReport(_Out):
     trace_writer_reason: str | None = None
 
 
+class DatasetReport(_Out):
+    """Where the cases came from: a file, the config, an MLflow evaluation dataset, or stored traces."""
+
+    kind: Literal["inline", "file", "mlflow", "traces"]
+    cases: int
+    path: str | None = None
+    name: str | None = Field(None, description="mlflow: the dataset's name")
+    id: str | None = Field(None, description="mlflow: the dataset's id (d-…)")
+    digest: str | None = Field(None, description="mlflow: MLflow's digest of the dataset's records")
+    version: int | None = None
+    records: int | None = None
+    filter: str | None = Field(None, description="traces: MLflow's filter the selector became")
+    experiment_id: str | None = None
+    traces_read: int | None = None
+    skipped_errors: int | None = Field(None, description="traces: selected traces left out because they errored")
+    skipped_without_inputs: int | None = Field(None, description="traces: left out, root span inputs not a mapping")
+    duplicates: int | None = Field(None, description="traces: traces whose inputs an earlier (newer) trace had")
+    distinct_inputs: int | None = None
+    sample: int | None = None
+    seed: int | None = None
+    trace_ids: list[str] = Field([], description="traces: the trace each case's inputs came from (at most 1,000)")
+
+
 class Verdict(_Out):
     """The gate's answer. On exit 2 or 3 only ``status``, ``exit_code``, ``reason`` and ``error`` are sure to be set."""
 
@@ -187,6 +210,7 @@ class Verdict(_Out):
     )
     fingerprint: dict[str, str] = Field({}, description="hashes of what must match for a fair comparison")
     comparison: ComparisonReport | None = None
+    dataset: DatasetReport | None = None
     mlflow: MlflowReport | None = None
     timing: dict[str, Any] = {}
 
