@@ -1,6 +1,6 @@
 """Traces made outside the gate, as a deployed app makes them: run as a script by tests/test_compare.py.
 
-    python gate_trace_producer.py OUT.json [--old N] [--questions a,b] [--model-ids]
+    python gate_trace_producer.py OUT.json [--old N] [--questions a,b] [--model-ids] [--errors N] [--label I=TEXT]
 
 Two versions of a support app, told apart by their trace names (customer_support_v1 / _v2) and, with
 --model-ids, by LoggedModels (mlflow.set_active_model). Writes what it did to OUT.json.
@@ -45,6 +45,11 @@ def support_v2(question: str) -> str:
     return _ask(question, "Answer warmly and in detail; thank the customer.")
 
 
+@mlflow.trace(name="customer_support_v1", span_type="AGENT")
+def support_v1_broken(question: str) -> str:
+    raise RuntimeError("the knowledge base is down")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -54,6 +59,10 @@ def main() -> None:
     parser.add_argument("--v1-questions", default="", help="comma-separated indexes into QUESTIONS (default all)")
     parser.add_argument("--v2-questions", default="")
     parser.add_argument("--model-ids", action="store_true")
+    parser.add_argument("--errors", type=int, default=0, help="then this many v1 traces that raise")
+    parser.add_argument(
+        "--label", default="", help="index=answer: a reviewer's expected_response on the newest v1 trace of it"
+    )
     args = parser.parse_args()
     mlflow.set_experiment(args.experiment)
     mlflow.openai.autolog()
@@ -77,7 +86,21 @@ def main() -> None:
         for _ in range(args.repeats):
             for question in questions:
                 app(question)
+    for i in range(args.errors):
+        try:
+            support_v1_broken(QUESTIONS[i % len(QUESTIONS)] + f" (broken {i})")
+        except RuntimeError:
+            pass
     mlflow.flush_trace_async_logging()
+    if args.label:
+        index, answer = args.label.split("=", 1)
+        question = QUESTIONS[int(index)]
+        found = mlflow.search_traces(
+            filter_string="trace.name = 'customer_support_v1'", order_by=["timestamp_ms DESC"], return_type="list"
+        )
+        trace = next(t for t in found if json.loads(t.data.request or "{}").get("question") == question)
+        mlflow.log_expectation(trace_id=trace.info.trace_id, name="expected_response", value=answer)
+        done["labelled"] = trace.info.trace_id
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(done, handle)
 
