@@ -120,6 +120,15 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--simulate", action="store_true", help="serve the app from the built-in simulator")
     calibrate.add_argument("--tracking-uri", help="MLflow tracking URI")
 
+    cases = commands.add_parser("cases", help="work with the cases a config reads")
+    cases_commands = cases.add_subparsers(dest="cases_command", required=True, parser_class=_Parser)
+    export = cases_commands.add_parser(
+        "export", help="freeze the config's cases (e.g. sampled traces) into a JSONL file or an MLflow dataset"
+    )
+    export.add_argument("-c", "--config", type=Path, default=Path("thresholds.yaml"))
+    export.add_argument("--to", required=True, metavar="FILE.jsonl|mlflow:NAME", help="where to write them")
+    export.add_argument("--tracking-uri", help="MLflow tracking URI")
+
     commands.add_parser("schema", help="print the JSON Schema of the verdict")
     return parser
 
@@ -363,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "cases":
+            from gate._commands.cases import export_cases
+
+            print(f"gate: {export_cases(args.config, args.to, args.tracking_uri)}", file=sys.stderr)
+            return 0
         sys.stdout.write(json.dumps(verdict_schema(), indent=2) + "\n")
         return 0
     except GateError as exc:

@@ -3,6 +3,7 @@ SQLite store) and the inputs of stored production traces (made by a script outsi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -262,3 +263,41 @@ def test_dataset_keys_are_validated_with_one_line(tmp_path: Path) -> None:
     assert exc.value.problems == [
         f"{path}: dataset: give exactly one of 'file' (a path), 'mlflow' (a dataset name or id) or 'traces'"
     ]
+
+
+# -- freezing cases ----------------------------------------------------------------------------------------------
+
+
+def test_gate_cases_export_freezes_cases_into_jsonl_and_an_mlflow_dataset(project: Project) -> None:
+    (project.path / "cases.csv").write_text(CSV, encoding="utf-8", newline="")
+    path = config_for(project.path, {"file": "cases.csv", "columns": {"count": "integer", "meta": "json"}})
+    before = load_cases(load_config(path), path)
+
+    result = project.gate("cases", "export", "--to", "frozen/cases.jsonl")
+    assert result.code == 0, result.stderr
+    assert "gate: 3 cases from the file dataset written to frozen/cases.jsonl" in result.stderr
+    frozen = config_for(project.path, "frozen/cases.jsonl")
+    assert load_cases(load_config(frozen), frozen) == before  # ids, inputs, expectations, tags and golden, as read
+
+    config_for(project.path, {"file": "cases.csv", "columns": {"count": "integer", "meta": "json"}})
+    result = project.gate("cases", "export", "--to", "mlflow:reviewed-cases")
+    assert result.code == 0, result.stderr
+    assert "gate: 3 cases from the file dataset written to MLflow evaluation dataset 'reviewed-cases' (d-" in (
+        result.stderr
+    )
+    from_mlflow = config_for(project.path, {"mlflow": "reviewed-cases"})
+    cases, _ = gather_cases(load_config(from_mlflow), from_mlflow, store(project))
+    assert sorted(json.dumps(c.inputs, sort_keys=True) for c in cases) == sorted(
+        json.dumps(c.inputs, sort_keys=True) for c in before
+    )
+    golden = [c for c in cases if c.golden]
+    assert [c.inputs["question"] for c in golden] == ["Where is my order, please?"]
+    assert set(golden[0].tags) == {"golden", "orders", "shipping"}
+
+    config_for(project.path, {"file": "cases.csv", "columns": {"count": "integer", "meta": "json"}})
+    again = project.gate("cases", "export", "--to", "mlflow:reviewed-cases")
+    assert again.code == 2
+    assert "usage: --to mlflow:reviewed-cases: an evaluation dataset of that name exists (d-" in again.stderr
+    wrong = project.gate("cases", "export", "--to", "cases.csv")
+    assert wrong.code == 2
+    assert "usage: --to cases.csv: write a .jsonl file, or mlflow:NAME for an MLflow evaluation dataset" in wrong.stderr

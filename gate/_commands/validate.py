@@ -28,11 +28,17 @@ def validate(config_path: Path, import_targets: bool = False) -> str:
     with contextlib.redirect_stdout(sys.stderr):
         prepared = prepare(config_path, config, import_targets=import_targets)
     hows = {found.how for found in prepared.located.values()}
+    python = len(prepared.located) if not import_targets else len(prepared.targets)
+    noun = "both targets" if python == 2 else "the target"
     targets = (
-        "both targets import"
+        f"{noun} import"
         if import_targets
-        else "both targets defined (found in their source, not imported; --import imports them)"
+        else f"{noun} defined (found in their source, not imported; --import imports them)"
         if hows == {"static"}
-        else "both targets found (where the source could not tell, by importing them)"
+        else f"{noun} found (where the source could not tell, by importing them)"
     )
-    return f"{config_path} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, {targets}"
+    others = [
+        f"{v}: {config.kind(v)} {config.describe(v)}" for v in ("baseline", "candidate") if config.kind(v) != "target"
+    ]
+    versions = "; ".join(([targets] if python else []) + others)
+    return f"{config_path} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, {versions}"
