@@ -28,7 +28,7 @@ from gate._run.runner import RetryPolicy
 from gate._run.session import Session
 from gate._run.versions import build_version
 from gate._run.workers import STOP_TIMEOUT_S, VersionSpec, WorkerPool, WorkerSettings
-from gate._store.recording import flush_traces
+from gate._store.recording import flush_traces, hold_writes
 from gate._store.redaction import install_span_redaction
 from gate._store.store import (
     TAG_PREFIX,
@@ -146,6 +146,7 @@ def run_gate(
                     built = build_version(seat, f"{options.config_path}: {v}", config.run.timeout_s)
                     targets[v], digests[v], identities[v] = built.call, built.digest, built.identity
             writer = store.start_recording()  # buffered writer, or MLflow's exporter (docs/design/trace-recording.md)
+            hold_writes()  # written after each batch of calls, as workers do: a write meanwhile would take the GIL
             if config.run.autolog:
                 _enable_openai_autolog()
             install_span_redaction()
