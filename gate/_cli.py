@@ -169,21 +169,53 @@ def _parse_reports(specs: list[str]) -> list[tuple[str, Path | None]]:
 
 
 def _emit(
-    verdict: Verdict, stdout: TextIO, output: Path | None, reports: list[tuple[str, Path | None]] | None = None
-) -> None:
+    verdict: Verdict, stdout: TextIO | None, output: Path | None, reports: list[tuple[str, Path | None]] | None = None
+) -> int:
+    """Deliver the verdict: ``--output``, the reports, then stdout; return the exit code.
+
+    A verdict that cannot be written to ``--output`` (the file CI reads) turns a pass or fail into exit 3, said on
+    stderr and in the verdict on stdout; a report that cannot be written is a warning (the verdict itself arrived);
+    a closed stdout (``gate run >&-``) is a warning. None of them ever becomes exit 1.
+    """
     from gate.reporters import REPORTERS
 
+    if output is not None:
+        try:
+            write_verdict(verdict, output)
+        except OSError as exc:
+            problem = f"cannot write the verdict to --output {output}: {_why(exc, output)}"
+            print(f"gate: error: {problem}", file=sys.stderr)
+            if verdict.exit_code in (0, 1):
+                verdict = verdict.model_copy(update={"status": "error", "exit_code": 3, "reason": "output"})
+                verdict = verdict.model_copy(update={"error": problem})
     for name, path in reports or []:
         text = REPORTERS[name](verdict)
         if path is None:
             sys.stderr.write(text)
-        else:
+            continue
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-    stdout.write(render_json(verdict))
-    stdout.flush()
-    if output is not None:
-        write_verdict(verdict, output)
+        except OSError as exc:
+            print(f"gate: warning: cannot write the {name} report to {path}: {_why(exc, path)}", file=sys.stderr)
+    try:
+        if stdout is None:
+            raise OSError("stdout is closed")
+        stdout.write(render_json(verdict))
+        stdout.flush()
+    except (OSError, ValueError) as exc:
+        where = "--output only" if output is not None and verdict.reason != "output" else "nowhere but the exit code"
+        print(f"gate: warning: cannot write the verdict to stdout ({exc}); it went to {where}", file=sys.stderr)
+    return verdict.exit_code
+
+
+def _why(exc: OSError, path: Path) -> str:
+    """Why a file could not be written, in words (mkdir on a path through a file says only "File exists")."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        blocking = next((p for p in path.parents if p.is_file()), None)
+        if blocking is not None:
+            return f"{blocking} is a file, not a folder"
+    return exc.strerror or str(exc)
 
 
 def _print_error(exc: GateError) -> None:
@@ -192,10 +224,13 @@ def _print_error(exc: GateError) -> None:
         print(f"{type(exc).__name__}: {line}", file=sys.stderr)
 
 
-def _claim_stdout() -> TextIO:
+def _claim_stdout() -> TextIO | None:
     """Keep file descriptor 1 for the verdict: the app's writes below ``sys.stdout`` (``os.write(1, ...)``,
-    C extensions, child processes) go to stderr instead. Returns the stream to write the verdict to."""
-    stdout: TextIO = sys.stdout
+    C extensions, child processes) go to stderr instead. Returns the stream to write the verdict to (None when
+    stdout is closed: ``gate run >&-``)."""
+    stdout: TextIO | None = sys.stdout
+    if stdout is None:
+        return None
     if id(stdout) != id(sys.__stdout__):  # stdout was replaced (pytest capture, an embedding app): leave fds alone
         return stdout
     try:
@@ -244,7 +279,8 @@ def _run(args: argparse.Namespace) -> int:
                 from gate._commands.run import plan_gate
 
                 plan = plan_gate(_run_options(args))
-                real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
+                if real_stdout is not None:
+                    real_stdout.write(json.dumps({"plan": plan}, indent=2) + "\n")
                 print(
                     f"gate: dry run: {plan['cases']} cases × 2 versions × {plan['repeats']} repeats"
                     f" = {plan['calls']} calls; nothing was called",
@@ -258,8 +294,7 @@ def _run(args: argparse.Namespace) -> int:
     except GateError as exc:
         _print_error(exc)
         reason = "config" if isinstance(exc, ConfigError) else "run"
-        _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output, reports)
-        return exc.exit_code
+        return _emit(_error_verdict(str(exc), exc.exit_code, reason, args.config), real_stdout, args.output, reports)
     except KeyboardInterrupt as exc:
         code = exc.exit_code if isinstance(exc, Interrupted) else 130
         partial = exc.partial if isinstance(exc, Interrupted) else None
@@ -272,8 +307,7 @@ def _run(args: argparse.Namespace) -> int:
                 f" {partial.session} (experiment {partial.experiment_id})"
             )
         print(f"gate: {message}", file=sys.stderr)
-        _emit(_error_verdict(message, code, "interrupted", args.config), real_stdout, args.output, reports)
-        return code
+        return _emit(_error_verdict(message, code, "interrupted", args.config), real_stdout, args.output, reports)
     except Exception as exc:  # noqa: BLE001 - a bug of ours: keep the traceback, still leave a verdict
         traceback.print_exc()
         _emit(
@@ -284,8 +318,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 3
     sys.stderr.write(render_summary(verdict))
-    _emit(verdict, real_stdout, args.output, reports)
-    return verdict.exit_code
+    return _emit(verdict, real_stdout, args.output, reports)
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
