@@ -225,7 +225,7 @@ def extract_values(trace: Any, pricing: Mapping[str, Any] | None = None) -> dict
     state = getattr(info.state, "value", info.state)
     types = [_span_type(s) for s in spans]
     duration = info.execution_duration
-    return {
+    values = {
         "latency_ms": float(duration) if duration is not None else None,
         "error": 1.0 if state == "ERROR" else 0.0,
         "input_tokens": _opt(usage.get("input_tokens")),
@@ -238,6 +238,28 @@ def extract_values(trace: Any, pricing: Mapping[str, Any] | None = None) -> dict
         "tool_calls": float(sum(t == "TOOL" for t in types)),
         "span_count": float(len(spans)),
     }
+    return without_answer_metrics(values) if state == "ERROR" else values
+
+
+# What a failed call has no true value of: its latency is how fast it failed, its tokens and length those of no
+# answer. Counting them would make a version that fails fast look faster and cheaper; a failed call counts in
+# error/rate (and in cost_usd, which it may have spent) only.
+ANSWER_METRICS = (
+    "latency_ms",
+    "ttft_ms",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "response_chars",
+    "llm_calls",
+    "tool_calls",
+    "span_count",
+)
+
+
+def without_answer_metrics(values: dict[str, float | None]) -> dict[str, float | None]:
+    """A failed call's values: error 1, and none of the metrics of an answer (``ANSWER_METRICS``)."""
+    return {**values, **dict.fromkeys(ANSWER_METRICS), "error": 1.0}
 
 
 def _opt(value: Any) -> float | None:

@@ -84,3 +84,15 @@ def answer_words(outputs: str, expectations: dict) -> int:
 
 def broken_scorer(outputs: str) -> bool:
     raise ValueError("this scorer has a bug")
+
+
+@mlflow.trace(span_type="AGENT")
+def broken_agent(question: str) -> str:
+    raise RuntimeError("the vector store is unreachable")
+
+
+@mlflow.trace(span_type="AGENT")
+def half_broken_agent(question: str) -> str:
+    if len(question) % 2:  # fails fast on half the questions: quicker than any answer
+        raise RuntimeError("tool 'orders' is unavailable")
+    return _ask(question)

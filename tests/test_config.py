@@ -31,7 +31,7 @@ CHECK_KEYS = (
 BOUND_KEYS = "at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct"
 TOP_LEVEL_KEYS = (
     "version, experiment, tracking_uri, dataset, cases, baseline, candidate, run, checks, confidence, on_inconclusive,"
-    " scorers, pricing, simulator, pair_by"
+    " guard_errors, scorers, pricing, simulator, pair_by"
 )
 
 

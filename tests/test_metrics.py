@@ -15,7 +15,15 @@ import openai
 import pytest
 
 from gate._config.schema import PriceConfig
-from gate._metrics import METRICS, aggregate, compute_metrics, extract_values, parse_metric_key, percentile
+from gate._metrics import (
+    ANSWER_METRICS,
+    METRICS,
+    aggregate,
+    compute_metrics,
+    extract_values,
+    parse_metric_key,
+    percentile,
+)
 from gate.simulator import SimulatorSettings, running_simulator
 
 MODEL = "gpt-4o-mini"
@@ -111,7 +119,7 @@ def test_extract_values_returns_every_per_trace_metric(recorded: dict[str, Recor
     assert set(extract_values(recorded["simple"].trace)) == per_trace
 
 
-@pytest.mark.parametrize("name", ["simple", "failing", "with_tools"])
+@pytest.mark.parametrize("name", ["simple", "with_tools"])
 def test_latency_ms_is_the_trace_execution_duration(recorded: dict[str, Recorded], name: str) -> None:
     trace = recorded[name].trace
     assert trace.info.execution_duration is not None
@@ -170,9 +178,21 @@ def test_response_chars_is_none_when_the_root_span_has_no_output(recorded: dict[
     assert extract_values(recorded["failing"].trace)["response_chars"] is None
 
 
+def test_a_failed_call_counts_in_the_error_rate_only_not_in_latency_tokens_or_length(
+    recorded: dict[str, Recorded],
+) -> None:
+    trace = recorded["failing"].trace
+    assert trace.info.execution_duration is not None  # it took time to fail: that is not a latency of an answer
+    values = extract_values(trace)
+    assert values["error"] == 1.0
+    assert all(values[name] is None for name in ANSWER_METRICS)
+    assert set(ANSWER_METRICS) == {"latency_ms", "ttft_ms", "input_tokens", "output_tokens", "total_tokens",
+                                   "response_chars", "llm_calls", "tool_calls", "span_count"}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("name", "llm_calls", "tool_calls", "span_count"),
-    [("simple", 1, 0, 2), ("failing", 0, 0, 1), ("with_tools", 1, 2, 4)],
+    [("simple", 1, 0, 2), ("with_tools", 1, 2, 4)],
 )
 def test_call_and_span_counts_come_from_span_types(
     recorded: dict[str, Recorded], name: str, llm_calls: int, tool_calls: int, span_count: int

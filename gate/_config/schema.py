@@ -393,6 +393,10 @@ class GateConfig(_Strict):
     checks: list[CheckConfig] = Field(min_length=1)
     confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of every decision")
     on_inconclusive: OnInconclusive = "warn"
+    guard_errors: bool = Field(
+        True,
+        description="without an error/rate check, fail when the candidate's error rate rises (a default check)",
+    )
     scorers: list[ScorerConfig] = []
     pricing: dict[str, PriceConfig] = {}
     simulator: SimulatorConfig = SimulatorConfig()
@@ -425,6 +429,14 @@ class GateConfig(_Strict):
                 "give 'ref' under baseline"
             )
         return self
+
+    def default_checks(self) -> list[CheckConfig]:
+        """Checks the gate adds: with ``guard_errors`` (the default) and no check of the error rate, a rise in the
+        candidate's error rate fails the gate. Only a decided rise fails it; undecided, it passes and spends no
+        repeats, so it never makes a run inconclusive."""
+        if not self.guard_errors or any(split_metric_key(c.metric)[0] == "error" for c in self.checks):
+            return []
+        return [CheckConfig(metric="error/rate", max_increase=0.0, on_inconclusive="pass")]
 
     def max_repeats(self) -> int:
         """The adaptive cap on repeats per case."""

@@ -41,6 +41,7 @@ class CheckResult:
     p_value: float | None = None
     n_pairs: int | None = None
     on_inconclusive: Literal["fail", "warn", "pass"] | None = None
+    default: bool = False  # added by the gate (GateConfig.default_checks), not written in the config
 
 
 def _fmt(value: float) -> str:

@@ -60,7 +60,8 @@ def evaluate(
         {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
     )
     checks = []
-    for index, check in enumerate(config.checks):
+    defaults = config.default_checks()
+    for index, check in enumerate([*config.checks, *defaults]):
         metric, aggregation = split_metric_key(check.metric)
         if metric_info(metric).per_case and not paired:
             result = evaluate_check(check, None, None)
@@ -84,9 +85,14 @@ def evaluate(
                 seed=seed + index,
             )
         )
+    for position in range(len(checks) - len(defaults), len(checks)):  # only a decided rise fails a default check
+        added = checks[position]
+        status = "pass" if added.status == "inconclusive" else added.status
+        message = f"default check (guard_errors: true; add an error/rate check to set your own): {added.message}"
+        checks[position] = dataclasses.replace(added, status=status, message=message, default=True)
     return Evaluation(metrics, checks, regressions, unpaired, n_cases)
 
 
 def undecided(evaluation: Evaluation) -> list[CheckResult]:
     """Checks that more repeats could still decide."""
-    return [c for c in evaluation.checks if c.status == "inconclusive"]
+    return [c for c in evaluation.checks if c.status == "inconclusive" and not c.default]

@@ -52,8 +52,9 @@ def decide(
 ) -> Decision:
     """The status and exit code from the calls, the trace discrepancies and the checks.
 
-    Missing data outranks everything: a run with no usable data, missing traces, or a check without
-    values is an error (exit 3), never a pass and never a "regression". An inconclusive check counts
+    Missing data outranks a pass: a run with no usable data, missing traces, or a check without values is an
+    error (exit 3), never a pass. A check that failed outranks a check without data (a candidate whose every
+    call failed has no latency, and has regressed: exit 1). An inconclusive check counts
     as its ``on_inconclusive`` says; a regression of a golden case fails the gate. With ``report_only``
     a fail exits 0 (and says so); an error still exits 3.
     """
@@ -83,10 +84,15 @@ def _decide(
                 why = f"the {variant}'s error rate {rate:.1%} is above run.max_error_rate {max_error_rate:.1%}"
                 error = f"error budget exhausted: {why}; first errors: {first}"
                 return Decision("error", RunError.exit_code, "run", error)
+    failing = [
+        c
+        for c in checks
+        if c.severity == "error"
+        and (c.status == "fail" or (c.status == "inconclusive" and c.on_inconclusive == "fail"))
+    ]
+    if failing or any(r.golden for r in evaluation.regressions):
+        return Decision("fail", 1)  # a regression found outranks data missing elsewhere: the gate does not pass
     if missing := [c.metric for c in checks if c.status == "missing"]:
         why = f"no data for {', '.join(missing)}; a check without data cannot pass"
         return Decision("error", RunError.exit_code, "run", why)
-    failing = [c for c in checks if c.status == "fail" or (c.status == "inconclusive" and c.on_inconclusive == "fail")]
-    if failing or any(r.golden for r in evaluation.regressions):
-        return Decision("fail", 1)
     return Decision("pass", 0)

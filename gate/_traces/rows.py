@@ -12,7 +12,7 @@ from typing import Any
 
 from gate._config.dataset import Case
 from gate._config.schema import Variant
-from gate._metrics import extract_values, output_text, root_output
+from gate._metrics import extract_values, output_text, root_output, without_answer_metrics
 from gate._store.store import TAG_PREFIX
 
 __all__ = ["OUTPUT_CHARS", "Call", "CallResult", "TraceRow", "match_traces", "spent_usd", "unjoined_server_spans"]
@@ -96,7 +96,7 @@ def match_traces(
         text = output_text(root_output(getattr(trace.data, "spans", None) or []))
         values = extract_values(trace, pricing)
         if result.error is not None:  # SystemExit/KeyboardInterrupt leave an OK trace: the call still failed
-            values["error"] = 1.0
+            values = without_answer_metrics(values)
         rows.append(
             TraceRow(
                 trace.info.trace_id,

@@ -93,6 +93,7 @@ class CheckReport(_Out):
     p_value: float | None = Field(None, description="exact McNemar test, for 0/1 metrics")
     n_pairs: int | None = Field(None, description="cases with values for both versions")
     on_inconclusive: Literal["fail", "warn", "pass"] | None = None
+    default: bool = Field(False, description="a check the gate adds (guard_errors), not one of the config's")
 
 
 class RegressionReport(_Out):
