@@ -54,6 +54,9 @@ def resolve_tracking_uri(flag: str | None, config_value: str | None, default: st
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or config_value or default
 
 
+API_PROBE_S = 15.0  # one read of a tracking server's API before the run, bounded (MLflow's own wait is minutes)
+
+
 class Store:
     """An MLflow tracking store with the gate's experiment selected."""
 
@@ -116,6 +119,17 @@ class Store:
             netloc = f"{host}:{parts.port}" if parts.port else str(host)  # no user:password: MLflow sends those
             health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
             urllib.request.urlopen(health, timeout=10).close()
+            # A server can answer /health and hang on its API (a stuck database): MLflow would then wait 120 s per
+            # request, retried 7 times, per request. One API read, bounded, says so in seconds.
+            search = parts.path.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+            api = urlunsplit((parts.scheme, netloc, search, "max_results=1", ""))
+            try:
+                urllib.request.urlopen(api, timeout=API_PROBE_S).close()
+            except TimeoutError:
+                raise RunError(
+                    f"{where}: it answers /health but its API gave no answer within {API_PROBE_S:g} s (is its "
+                    "database reachable?)"
+                ) from None
         except urllib.error.HTTPError:
             return  # something answered (a 401, a proxy, a path prefix): MLflow's own requests say what is wrong
         except urllib.error.URLError as exc:
