@@ -59,3 +59,23 @@ def test_an_explicit_error_check_replaces_the_default_one(project: Project) -> N
     assert all(not c["default"] for c in result.verdict["checks"])
     assert check(result.verdict, "error/rate")["status"] == "pass"
     assert result.code == 0, result.stderr
+
+
+def test_an_endpoint_that_never_answers_trips_the_warm_up_breaker_within_the_timeout(project: Project) -> None:
+    import socket
+    import time
+
+    with socket.socket() as listener:  # accepts connections (the kernel's backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        project.write_config(run={**RUN, "timeout_s": 3, "retries": 0})
+        started = time.monotonic()
+        result = project.gate("run", "--no-progress", env={"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test"})
+    assert result.code == 3, result.stderr
+    assert (
+        "the baseline's first call (the warm-up, retries included) failed with TimeoutError: no answer within 3 s: "
+        "what it calls looks unreachable, so the gate stops instead of letting every call wait for it "
+        "(gate_test_apps:agent; run.warmup: false skips this check)"
+    ) in result.stderr  # results come in call order: the baseline's warm-up is the first call
+    assert time.monotonic() - started < 60  # ~2 x timeout_s plus start-up; it used to be minutes with no verdict

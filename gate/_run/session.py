@@ -14,7 +14,7 @@ from gate._config.dataset import Case
 from gate._config.schema import VARIANTS, GateConfig, Variant
 from gate._decide.evaluate import Evaluation
 from gate._decide.stopping import stop_reason
-from gate._errors import PartialRun
+from gate._errors import PartialRun, RunError
 from gate._run.callers import Caller
 from gate._run.progress import Progress
 from gate._run.runner import plan_calls
@@ -25,6 +25,14 @@ from gate._traces.scoring import ScorerStats, score_rows
 from gate.scorers import Scorer
 
 __all__ = ["Session"]
+
+
+# Errors that say the endpoint is not there (refused, unresolvable, no answer), as the OpenAI SDK, httpx and the
+# gate's own HTTP versions name them; an error from the app or the model's answer is not one of them.
+UNREACHABLE = frozenset(
+    {"APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "ConnectionRefusedError"}
+    | {"TimeoutError", "EndpointUnreachableError"}
+)
 
 
 @dataclass
@@ -75,8 +83,16 @@ class Session:
 
         calls = [c for c in plan_calls(self.cases[:1], 1) if c.variant in self.variants]
         cfg = self.config.run
-        self.caller.run(calls, warm_tags, cfg.concurrency, cfg.timeout_s)
+        results = self.caller.run(calls, warm_tags, cfg.concurrency, cfg.timeout_s)
         self.warmup_calls = len(calls)
+        for result in results:  # a circuit breaker: an endpoint that is not there fails every call the same way
+            if result.timed_out or (result.error or "").split(":")[0] in UNREACHABLE:
+                variant = result.call.variant
+                raise RunError(
+                    f"the {variant}'s first call (the warm-up, retries included) failed with {result.error}: what it "
+                    f"calls looks unreachable, so the gate stops instead of letting every call wait for it "
+                    f"({self.config.describe(variant)}; run.warmup: false skips this check)"
+                )
 
     def run_round(self, repeats: range) -> None:
         """Run every case ``len(repeats)`` more times per version, then read and match the new traces."""

@@ -32,7 +32,15 @@ from gate._config.versions import PROMPT_URI, HttpConfig, ModelConfig
 from gate._errors import ConfigError, RunError
 from gate._secrets import redact, redact_uri
 
-__all__ = ["Built", "EndpointError", "build_version", "missing_env", "pin_prompts", "resolve_pins"]
+__all__ = [
+    "Built",
+    "EndpointError",
+    "EndpointUnreachableError",
+    "build_version",
+    "missing_env",
+    "pin_prompts",
+    "resolve_pins",
+]
 
 USAGE_ATTRIBUTE = "mlflow.chat.tokenUsage"  # MLflow's SpanAttributeKey.CHAT_USAGE: summed into the trace's usage
 MODEL_ATTRIBUTE = "mlflow.llm.model"  # what pricing looks up
@@ -58,6 +66,13 @@ class EndpointError(Exception):
         self.status_code = status_code
         self.transient = transient or status_code in _TRANSIENT_STATUS
         self.response = _Response(headers) if headers is not None else None  # where RetryPolicy reads Retry-After
+
+
+class EndpointUnreachableError(EndpointError):
+    """No answer at all: refused, unresolvable, dropped or timed out (a circuit breaker's signal)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
 
 
 @dataclass
@@ -125,9 +140,9 @@ def _http_version(config: HttpConfig, where: str, timeout_s: float) -> Built:
             try:
                 response = client.request(config.method, url, json=body, headers=sent)
             except httpx2.TimeoutException:
-                raise EndpointError(f"{shown}: no answer within {timeout:g} s", transient=True) from None
+                raise EndpointUnreachableError(f"{shown}: no answer within {timeout:g} s") from None
             except httpx2.TransportError as exc:
-                raise EndpointError(f"{shown}: {redact(_first_line(exc))}", transient=True) from None
+                raise EndpointUnreachableError(f"{shown}: {redact(_first_line(exc))}") from None
             span.set_attribute(STATUS_ATTRIBUTE, response.status_code)
             if not 200 <= response.status_code < 300:
                 raise EndpointError(
