@@ -209,7 +209,7 @@ def test_a_hanging_endpoint_gives_timed_out_data_points_within_the_timeout(
     result = deployment.gate(project, "run", timeout=120)  # the test's own bound: a hang fails it, never blocks CI
     assert result.code == 1, result.stderr
     assert result.verdict["variants"]["candidate"]["first_errors"] == [
-        f"EndpointError: {hanging}: no answer within 1.5 s"
+        f"EndpointUnreachableError: {hanging}: no answer within 1.5 s"
     ]
     assert time.monotonic() - started < 100
 
