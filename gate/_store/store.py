@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gate._errors import RunError
+from gate._errors import ConfigError, RunError
 from gate._secrets import redact_uri
 from gate._store.recording import WriterChoice, default_async_export, start_recording
 
@@ -70,7 +70,15 @@ class Store:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         if tracking_uri.startswith("sqlite:///"):
             db_path = Path(tracking_uri.removeprefix("sqlite:///"))
-            db_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                blocking = next((p for p in db_path.parents if p.is_file()), None)
+                why = f"{blocking} is a file, not a folder" if blocking else exc.strerror or str(exc)
+                raise ConfigError(
+                    f"tracking URI {redact_uri(tracking_uri)}: cannot create the store's folder {db_path.parent}: "
+                    f"{why}; set tracking_uri (or --tracking-uri, MLFLOW_TRACKING_URI) to a folder you can write"
+                ) from None
         self.tracking_uri = tracking_uri
         self.writer: WriterChoice | None = None  # set by start_recording
         mlflow.set_tracking_uri(tracking_uri)
@@ -82,8 +90,11 @@ class Store:
                 seed_new_store(tracking_uri)  # a new SQLite store starts as a copy of a migrated one (~1.5 s less)
                 self.client = MlflowClient(tracking_uri)
                 self.experiment_id = self._experiment(experiment)
+        except RunError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
-            raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {exc}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {first}") from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
 
     def _experiment(self, name: str) -> str:
@@ -92,6 +103,11 @@ class Store:
         from mlflow.exceptions import MlflowException
 
         found = self.client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise RunError(
+                f"experiment '{name}' was deleted in MLflow (id {found.experiment_id}); restore it "
+                f"(mlflow experiments restore --experiment-id {found.experiment_id}) or set another experiment"
+            )
         if found is not None:
             return str(found.experiment_id)
         try:
