@@ -36,7 +36,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"usage: {message} (see 'gate {self.prog.split()[-1]} --help')")
+        command = self.prog if self.prog != "gate" else " ".join(["gate", *_command_in_argv()])
+        raise ConfigError(f"usage: {message} (see '{command} --help')")
+
+
+def _command_in_argv() -> list[str]:
+    """The subcommand on the command line, for a message of the top-level parser (which reports unknown flags)."""
+    known = ("run", "compare", "validate", "score", "calibrate", "cases", "schema")
+    return [a for a in sys.argv[1:] if a in known][:1]
 
 
 def _parser() -> argparse.ArgumentParser:

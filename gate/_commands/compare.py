@@ -77,12 +77,16 @@ def _selector(raw: Mapping[str, str], where: str) -> TraceSelector:
     try:
         return TraceSelector.model_validate(fields)
     except ValidationError as exc:
-        raise ConfigError(
-            [
-                f"{where}{'.' + format_loc(tuple(e['loc'])) if e['loc'] else ''}: {describe_error(e)}"
-                for e in exc.errors()
-            ]
-        ) from None
+        keys = [*TraceSelector.model_fields, "tag.KEY", "metadata.KEY"]
+        keys.remove("tags")
+        keys.remove("metadata")
+        problems = []
+        for e in exc.errors():
+            loc = tuple(e["loc"])
+            # --since is its own flag; --baseline KEY=VALUE names a selector key: say so, not the config's keys
+            place = where if where == f"--{loc[0] if loc else ''}" else f"{where}.{format_loc(loc)}" if loc else where
+            problems.append(f"{place}: {describe_error(e, keys)}")
+        raise ConfigError(problems) from None
 
 
 def _selectors(options: CompareOptions, config: GateConfig) -> dict[str, TraceSelector]:

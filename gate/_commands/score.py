@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gate._commands.compare import SESSION_ID
 from gate._config.dataset import Case
 from gate._config.fingerprint import fingerprint
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config
 from gate._decide.evaluate import evaluate
-from gate._errors import RunError
+from gate._errors import ConfigError, RunError
 from gate._run.endpoint import model_endpoint
 from gate._run.prepare import gather_cases, search_path
 from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
@@ -63,6 +64,8 @@ def score_session(options: ScoreOptions) -> Verdict:
     """Fetch the session's traces, score them with the current scorers, and decide the checks again."""
     started, started_at = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     config = load_config(options.config_path)
+    if not SESSION_ID.fullmatch(options.session):
+        raise ConfigError(f"usage: --session {options.session!r}: use letters, digits, '.', '_' and '-' (≤ 100)")
     cases, source = gather_cases(config, options.config_path, options.tracking_uri)
     by_id = {c.id: c for c in cases}
     prepare_environment()
