@@ -233,7 +233,7 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
 
         def do_GET(self) -> None:
-            if self.path.rstrip("/").endswith("/models"):
+            if self.path.split("?")[0].rstrip("/") == "/v1/models":
                 self._send(
                     200, {"object": "list", "data": [{"id": sim.settings.model, "object": "model", "owned_by": "gate"}]}
                 )
@@ -243,7 +243,7 @@ def _handler_for(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            if not self.path.rstrip("/").endswith("/chat/completions"):
+            if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":  # a wrong base URL must not pass
                 self._send(404, _error(f"no route {self.path}", "not_found"))
                 return
             try:

@@ -223,3 +223,15 @@ def test_latency_is_base_plus_per_token_time_without_noise() -> None:
     status, answer, delay = sim.complete({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
     assert status == 200
     assert delay == pytest.approx((10.0 + 0.5 * answer["usage"]["completion_tokens"]) / 1000)
+
+
+@pytest.mark.parametrize("wrong", ["", "/v2", "/v1/extra", "/openai/v1"])
+def test_a_wrong_base_url_gets_404_not_an_answer(url: str, wrong: str) -> None:
+    # The simulator answers only at its own base URL, as a real provider does: a misconfigured OPENAI_BASE_URL in a
+    # project must fail against it too, not pass the gate and then fail in production.
+    client = _client(url.removesuffix("/v1") + wrong)
+    with pytest.raises(openai.NotFoundError) as exc:
+        _ask(client, "hello")
+    assert exc.value.status_code == 404
+    assert "no route" in str(exc.value)
+    assert _ask(_client(url), "hello").choices[0].message.content  # the right one still answers
