@@ -39,7 +39,7 @@ from gate._store.store import (
     resolve_tracking_uri,
 )
 from gate._traces.rows import unjoined_server_spans
-from gate._traces.stored import StoredScoring, load_stored_baseline
+from gate._traces.stored import StoredScoring, load_stored_baseline, recorded_runs
 from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
 from gate._verdict.schema import ComparisonReport, SourceReport, Verdict
 from gate.scorers import build_scorers
@@ -157,6 +157,8 @@ def run_gate(
         code = {v: f"tree:{found[1].tree}" if (found := sources.get(v)) else digests[v] for v in VARIANTS}
         prints = {**prints, **{f"code.{v}": code[v] for v in VARIANTS}}
         shard = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
+        if options.session is not None and shard is None:  # a shard re-run (a CI retry) joins its session
+            _require_new_session(store, options.session)
         run_ids = {v: _start_run(store, config, session_id, v, prints, options.shard) for v in variants}
         session = Session(
             config=config,
@@ -236,6 +238,16 @@ def run_gate(
             report_only=options.report_only or options.shard is not None,  # a shard never decides alone
         )
     )
+
+
+def _require_new_session(store: Store, session: str) -> None:
+    """A session id names one run: traces of an earlier run under it would be counted as this run's, and every
+    count would be off (sharded runs share a session by design, and are gathered by ``gate compare --session``)."""
+    if earlier := recorded_runs(store, session):
+        raise ConfigError(
+            f"usage: --session {session}: a gate run with this session id already ran in this store (MLflow run "
+            f"{earlier[0].info.run_id}); give each run a new id (e.g. ci-$GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT)"
+        )
 
 
 def _simulated(config: GateConfig) -> GateConfig:

@@ -68,6 +68,11 @@ class Store:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # migrations and flush notices are noise here
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        if tracking_uri.rstrip("/") in ("sqlite:", "sqlite://", "sqlite:///:memory:"):
+            raise ConfigError(
+                f"tracking URI {tracking_uri}: an in-memory SQLite database is a new, empty one for every connection "
+                "and process, so the gate could not read back its traces; use a file, e.g. sqlite:///.gate/mlflow.db"
+            )
         if tracking_uri.startswith("sqlite:///"):
             db_path = Path(tracking_uri.removeprefix("sqlite:///"))
             try:

@@ -112,7 +112,8 @@ def match_traces(
     if missing:
         problems.append(
             f"expected {finished} traces, {len(missing)} missing (e.g. {', '.join(missing[:3])}); a target must be "
-            "decorated with @mlflow.trace, and traces must not be dropped by the exporter"
+            "decorated with @mlflow.trace, must not change MLflow's tracking URI or experiment or turn tracing off "
+            "while it runs, and traces must not be dropped by the exporter"
         )
     if duplicated:
         problems.append(
