@@ -72,3 +72,19 @@ def test_gate_score_refuses_a_session_id_that_is_not_one_with_exit_2(
     code, err = run(capsys, monkeypatch, "score", "-c", str(config), "--session", "x' OR '1'='1")
     assert code == 2
     assert "ConfigError: usage: --session \"x' OR '1'='1\": use letters, digits, '.', '_' and '-' (≤ 100)" in err
+
+
+def test_validate_import_refuses_inputs_the_target_cannot_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "signature_app.py").write_text("def answer(query: str) -> str:\n    return query\n")
+    path = tmp_path / "thresholds.yaml"
+    config = {**CONFIG, "baseline": {"target": "signature_app:answer"}, "candidate": {"target": "signature_app:answer"}}
+    config["cases"] = [{"id": "q0", "inputs": {"question": "hi"}}]
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    code, err = run(capsys, monkeypatch, "validate", "--import", "-c", str(path))
+    assert code == 2
+    assert (
+        f"ConfigError: {path}: baseline.target: answer(query: str) -> str cannot take the inputs of case 'q0' "
+        "(question): missing a required argument: 'query'"
+    ) in err

@@ -52,7 +52,32 @@ def prepare(config_path: Path, config: GateConfig | None = None, *, import_targe
         located = {v: locate_target(config.target(v) or "", where[v], path) for v in python}
         return Prepared(config, cases, {}, located)
     targets = {v: import_target(config.target(v) or "", where[v], path) for v in python}
+    check_signatures(targets, cases, where)
     return Prepared(config, cases, targets)
+
+
+def check_signatures(targets: dict[Variant, Callable[..., Any]], cases: list[Case], where: dict[Variant, str]) -> None:
+    """Every case's inputs must fit each imported target's parameters (else every call would be a TypeError)."""
+    import inspect
+
+    problems = []
+    for variant, target in targets.items():
+        try:
+            signature = inspect.signature(target)
+        except (TypeError, ValueError):  # a builtin or a C callable: nothing to check against
+            continue
+        for case in cases:
+            try:
+                signature.bind(**case.inputs)
+            except TypeError as exc:
+                keys = ", ".join(sorted(case.inputs)) or "none"
+                problems.append(
+                    f"{where[variant]}: {getattr(target, '__name__', 'the target')}{signature} cannot take the inputs "
+                    f"of case '{case.id}' ({keys}): {exc}"
+                )
+                break  # one case per version says it
+    if problems:
+        raise ConfigError(problems)
 
 
 def gather_cases(
