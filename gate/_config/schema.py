@@ -270,6 +270,9 @@ class RunConfig(_Strict):
     retry_backoff_s: float = Field(0.5, ge=0, description="first backoff; doubles per retry, with jitter")
     retry_max_backoff_s: float = Field(30.0, ge=0, description="cap on one wait, Retry-After included")
     max_error_rate: float | None = Field(None, ge=0, le=1, description="exit 3 when a version's error rate is above")
+    decide_all: bool = Field(
+        False, description="keep repeating while any check is undecided even after one has failed (default: stop)"
+    )
     warmup: bool = True  # one call per version first, kept out of the data: first calls pay for clients and imports
     isolation: Literal["process", "inline"] = Field(
         "process",

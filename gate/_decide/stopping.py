@@ -27,6 +27,10 @@ def stop_reason(
         return "run error"
     if not undecided(evaluation):
         return "all checks decided"
+    failed = [c.metric for c in evaluation.checks if c.status == "fail"]
+    if (failed or any(r.golden for r in evaluation.regressions)) and not config.run.decide_all:
+        # more repeats cannot turn exit 1 into a pass worth trusting: stop spending (run.decide_all goes on)
+        return f"a check failed ({', '.join(failed) or 'a golden case regressed'}); the exit code is settled"
     if repeats >= config.max_repeats():
         return f"run.max_repeats ({config.max_repeats()}) reached"
     if config.run.max_calls is not None and len(results) + calls_per_round > config.run.max_calls:

@@ -1,0 +1,35 @@
+"""Stop when settled: once a check with severity error has failed, more repeats cannot change the exit code, so the
+adaptive loop stops and says why (unless run.decide_all asks to decide every check)."""
+
+from __future__ import annotations
+
+from conftest import Project
+
+CHECKS = [
+    {"metric": "total_tokens/mean", "at_most": 1},  # fails in round 1: every answer has more than one token
+    {"metric": "latency_ms/p95", "max_increase_pct": 1},  # identical versions, a 1% bound: stays undecided
+]
+RUN = {"repeats": 1, "max_repeats": 4, "concurrency": 4, "timeout_s": 30, "isolation": "inline", "warmup": False}
+
+
+def test_a_failed_check_stops_the_adaptive_repeats(project: Project) -> None:
+    project.write_config(checks=CHECKS, run=RUN)
+    result = project.gate("run", "--simulate", "--no-progress")
+    assert result.code == 1, result.stderr
+    spend = result.verdict["spend"]
+    assert spend["rounds"] == 1
+    assert spend["stopped_because"] == "a check failed (total_tokens/mean); the exit code is settled"
+    statuses = {c["metric"]: c["status"] for c in result.verdict["checks"]}
+    assert statuses["total_tokens/mean"] == "fail"
+
+
+def test_decide_all_keeps_repeating_while_a_check_is_undecided(project: Project) -> None:
+    project.write_config(checks=CHECKS, run={**RUN, "decide_all": True})
+    result = project.gate("run", "--simulate", "--no-progress")
+    assert result.code == 1, result.stderr
+    spend = result.verdict["spend"]
+    latency = next(c for c in result.verdict["checks"] if c["metric"] == "latency_ms/p95")
+    if latency["status"] == "inconclusive":  # undecided to the end: the cap stopped it
+        assert spend["rounds"] == 4 and spend["stopped_because"] == "run.max_repeats (4) reached"
+    else:  # decided on the way: it stopped when nothing was left undecided
+        assert spend["rounds"] > 1 and spend["stopped_because"] == "all checks decided"
