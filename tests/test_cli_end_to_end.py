@@ -128,8 +128,8 @@ def test_every_call_failing_exits_3(project: Project) -> None:
     assert result.code == 3, result.stderr
     verdict = result.verdict
     assert verdict["status"] == "error"
-    assert "every call of both versions failed" in verdict["error"]
-    assert "APIConnectionError" in verdict["error"]
+    # the warm-up's circuit breaker stops it after two calls instead of failing every call in turn
+    assert "first two calls (the warm-up, retries included) failed with APIConnectionError" in verdict["error"]
     assert "sk-testsecret123456" not in result.stdout + result.stderr
 
 

@@ -203,9 +203,10 @@ def test_every_call_hanging_exits_3_naming_the_timeout(apps: Project) -> None:
     assert result.code == 3, result.stderr
     verdict = result.verdict
     assert verdict["status"] == "error" and verdict["reason"] == "run"
-    assert "every call of both versions failed" in verdict["error"]
-    assert "TimeoutError: no answer within 2 s" in verdict["error"]
-    assert _counts(verdict, "baseline") == _counts(verdict, "candidate") == (4, 0, 4)
+    # the warm-up's circuit breaker: two timed-out first calls stop the run, instead of every call timing out
+    assert "first two calls (the warm-up, retries included) failed with TimeoutError: no answer within 2 s" in (
+        verdict["error"]
+    )
 
 
 def test_threads_the_app_leaves_behind_do_not_keep_the_gate_alive(apps: Project) -> None:
