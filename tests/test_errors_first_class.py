@@ -74,8 +74,8 @@ def test_an_endpoint_that_never_answers_trips_the_warm_up_breaker_within_the_tim
         result = project.gate("run", "--no-progress", env={"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test"})
     assert result.code == 3, result.stderr
     assert (
-        "the baseline's first two calls (the warm-up, retries included) failed with TimeoutError: no answer within 3 s: "
-        "what it calls looks unreachable, so the gate stops instead of letting every call wait for it "
+        "the baseline's first two calls (the warm-up, retries included) failed with TimeoutError: no answer within "
+        "3 s: what it calls looks unreachable, so the gate stops instead of letting every call wait for it "
         "(gate_test_apps:agent; run.warmup: false skips this check)"
     ) in result.stderr  # results come in call order: the baseline's warm-up is the first call
     assert time.monotonic() - started < 60  # ~2 x timeout_s plus start-up; it used to be minutes with no verdict
