@@ -9,7 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import pytest
 import yaml
@@ -40,11 +40,28 @@ class GateResult:
         return json.loads(self.stdout)  # type: ignore[no-any-return]
 
 
+Isolation = Literal["inline", "process"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "run_isolation(mode): the run.isolation ('inline' or 'process') that the `project` fixture's write_config "
+        "writes when the test's own run settings name none; without the marker none is written and the gate's "
+        "default (process: a worker process per version) applies. The closest marker wins (a test's over its "
+        "module's).",
+    )
+
+
 @dataclass
 class Project:
     """A folder with a thresholds.yaml, the test apps and its own SQLite store."""
 
     path: Path
+    # Written as run.isolation unless the config's run settings name one; None: the gate's default (process).
+    # Inline saves two worker processes per run (each imports MLflow, ~4 s of CPU): for tests about anything but the
+    # workers. Tests about workers, git revisions, misbehaving apps and signals keep the default (see run_isolation).
+    isolation: Isolation | None = None
 
     def write_config(self, **overrides: Any) -> Path:
         config: dict[str, Any] = {
@@ -61,6 +78,9 @@ class Project:
             ],
         }
         config.update(overrides)
+        run = config.get("run")
+        if self.isolation is not None and isinstance(run, dict) and "isolation" not in run:
+            config["run"] = {**run, "isolation": self.isolation}
         path = self.path / "thresholds.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         return path
@@ -80,7 +100,18 @@ class Project:
         return GateResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def isolation_of(request: pytest.FixtureRequest) -> Isolation | None:
+    """The run.isolation asked for by the closest ``run_isolation`` marker of the requesting test (or module)."""
+    marker = request.node.get_closest_marker("run_isolation")
+    if marker is None:
+        return None
+    [mode] = marker.args
+    if mode not in ("inline", "process"):
+        raise ValueError(f"run_isolation({mode!r}): expected 'inline' or 'process'")
+    return cast(Isolation, mode)
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Project:
     shutil.copy(TESTS / "gate_test_apps.py", tmp_path / "gate_test_apps.py")
-    return Project(tmp_path)
+    return Project(tmp_path, isolation_of(request))

@@ -1,4 +1,9 @@
-"""`gate run` as a user runs it: a subprocess, the simulator over real HTTP, a real SQLite MLflow store."""
+"""`gate run` as a user runs it: a subprocess, the simulator over real HTTP, a real SQLite MLflow store.
+
+What these tests check (verdicts, checks, exit codes, reports, calibrate) does not depend on where the versions run,
+so they run them inline (in the gate's process), which spares two worker processes per run. A passing run and the
+signal tests keep the default, a worker process per version: the full default path, and stopping workers mid-run.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +23,14 @@ from conftest import QUESTIONS, Project
 
 from gate._verdict.schema import verdict_schema
 
+pytestmark = pytest.mark.run_isolation("inline")
+
 
 def _check(verdict: dict, metric: str) -> dict:
     return next(c for c in verdict["checks"] if c["metric"] == metric)
 
 
+@pytest.mark.run_isolation("process")  # the gate's default: a full end-to-end run with a worker process per version
 def test_identical_versions_pass(project: Project) -> None:
     project.write_config()
     result = project.gate("run", "--simulate")
@@ -274,6 +282,7 @@ def test_unknown_report_format_exits_2_naming_the_known_ones(project: Project) -
     assert result.verdict["status"] == "error"
 
 
+@pytest.mark.run_isolation("process")  # a signal must stop the workers too
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_run_exits_with_its_code_and_leaves_a_verdict(project: Project, signum: int, code: int) -> None:
     project.write_config(

@@ -2,6 +2,10 @@
 
 Traces come from a real script (tests/gate_trace_producer.py) calling a traced app through the openai SDK against
 the simulator, into the project's own SQLite store; the gate runs as a subprocess, as a user runs it.
+
+The producer runs once per set of arguments per test module (per pytest worker): each test gets its own copy of the
+store it made. The `gate run`s here (sessions, baseline reuse, shards) run the versions inline, in the gate's process:
+what they check does not depend on where the versions run, and two worker processes per run are spared.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +35,23 @@ CHECKS = [
 ]
 
 
-def produce(project: Project, *args: str) -> dict[str, Any]:
-    """Run the producer script against a fresh simulator, into the project's store; return what it did."""
-    shutil.copy(TESTS / "gate_trace_producer.py", project.path / "gate_trace_producer.py")
-    out = project.path / f"produced-{time.monotonic_ns()}.json"
+pytestmark = pytest.mark.run_isolation("inline")
+
+Produce = Callable[..., dict[str, Any]]
+
+
+def _produce_into(folder: Path, *args: str) -> dict[str, Any]:
+    """Run the producer script against a fresh simulator, into the folder's store; return what it did."""
+    shutil.copy(TESTS / "gate_trace_producer.py", folder / "gate_trace_producer.py")
+    out = folder / f"produced-{time.monotonic_ns()}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project.path / 'store' / 'mlflow.db'}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     with running_simulator(SimulatorSettings(base_latency_ms=2, latency_sigma=0)) as base_url:
         env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"] = base_url, "sk-test"
         proc = subprocess.run(
             [sys.executable, "gate_trace_producer.py", str(out), *args],
-            cwd=project.path,
+            cwd=folder,
             env=env,
             capture_output=True,
             text=True,
@@ -49,6 +59,27 @@ def produce(project: Project, *args: str) -> dict[str, Any]:
         )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def produce(tmp_path_factory: pytest.TempPathFactory) -> Produce:
+    """``produce(project, *args)``: the producer's traces in the project's store; returns what the producer did.
+
+    The producer runs once per set of arguments in this module; each test gets a copy of the store it wrote (no test
+    opens the original), so a test may change its store without touching another's.
+    """
+    made: dict[tuple[str, ...], tuple[Path, dict[str, Any]]] = {}
+
+    def produce_into_project(project: Project, *args: str) -> dict[str, Any]:
+        if args not in made:
+            folder = tmp_path_factory.mktemp("produced")
+            made[args] = folder, _produce_into(folder, *args)
+        folder, produced = made[args]
+        assert not (project.path / "store").exists()
+        shutil.copytree(folder / "store", project.path / "store")
+        return produced
+
+    return produce_into_project
 
 
 def compare_config(project: Project, **overrides: Any) -> Path:
@@ -62,7 +93,7 @@ def compare_config(project: Project, **overrides: Any) -> Path:
 NAMES = ["--baseline", "trace_name=customer_support_v1", "--candidate", "trace_name=customer_support_v2"]
 
 
-def test_compare_traces_made_outside_the_gate_pairs_them_by_inputs(project: Project) -> None:
+def test_compare_traces_made_outside_the_gate_pairs_them_by_inputs(project: Project, produce: Produce) -> None:
     produce(project, "--repeats", "2")
     compare_config(project)
     result = project.gate("compare", *NAMES)
@@ -81,7 +112,7 @@ def test_compare_traces_made_outside_the_gate_pairs_them_by_inputs(project: Proj
     assert verdict["metrics"]["candidate"]["total_tokens/mean"] > verdict["metrics"]["baseline"]["total_tokens/mean"]
 
 
-def test_compare_selects_loggedmodel_versions_by_model_id(project: Project) -> None:
+def test_compare_selects_loggedmodel_versions_by_model_id(project: Project, produce: Produce) -> None:
     produced = produce(project, "--repeats", "1", "--model-ids")
     compare_config(
         project,
@@ -99,7 +130,7 @@ def test_compare_selects_loggedmodel_versions_by_model_id(project: Project) -> N
     )
 
 
-def test_unpaired_traffic_uses_unpaired_statistics_and_says_so(project: Project) -> None:
+def test_unpaired_traffic_uses_unpaired_statistics_and_says_so(project: Project, produce: Produce) -> None:
     produce(project, "--repeats", "3", "--v1-questions", "0,1,2", "--v2-questions", "3,4,5")
     compare_config(project, checks=[*CHECKS, {"metric": "cases_regressed/count", "at_most": 0}])
     result = project.gate("compare", *NAMES)
@@ -117,7 +148,7 @@ def test_unpaired_traffic_uses_unpaired_statistics_and_says_so(project: Project)
     assert verdict["cases"] == []
 
 
-def test_pair_by_inputs_can_be_forced_and_none_can_be_forced(project: Project) -> None:
+def test_pair_by_inputs_can_be_forced_and_none_can_be_forced(project: Project, produce: Produce) -> None:
     produce(project, "--repeats", "1")
     compare_config(project)
     forced = project.gate("compare", *NAMES, "--pair-by", "none")
@@ -126,7 +157,7 @@ def test_pair_by_inputs_can_be_forced_and_none_can_be_forced(project: Project) -
     assert "pair_by in the config" in forced.verdict["comparison"]["why"]
 
 
-def test_a_time_window_keeps_only_traces_since_the_instant(project: Project) -> None:
+def test_a_time_window_keeps_only_traces_since_the_instant(project: Project, produce: Produce) -> None:
     produced = produce(project, "--old", "5", "--repeats", "1")
     midpoint = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(produced["midpoint_ms"] / 1000))
     midpoint += f".{produced['midpoint_ms'] % 1000:03d}+00:00"
@@ -139,7 +170,7 @@ def test_a_time_window_keeps_only_traces_since_the_instant(project: Project) -> 
     assert re.search(r"timestamp_ms >= \d{13}", recent.verdict["variants"]["baseline"]["selection"]["filter"])
 
 
-def test_no_matching_traces_is_exit_3_naming_the_filter(project: Project) -> None:
+def test_no_matching_traces_is_exit_3_naming_the_filter(project: Project, produce: Produce) -> None:
     produce(project, "--repeats", "1")
     compare_config(project)
     result = project.gate("compare", "--baseline", "trace_name=customer_support_v9", "--candidate", "trace_name=x")
@@ -167,7 +198,7 @@ def test_bad_selectors_are_exit_2_with_the_place_and_the_fix(project: Project) -
     assert "usage: --baseline v1: expected KEY=VALUE" in result.stderr
 
 
-def test_paging_past_one_page_reads_every_trace_and_reports_more_than_max(project: Project) -> None:
+def test_paging_past_one_page_reads_every_trace_and_reports_more_than_max(project: Project, produce: Produce) -> None:
     produce(project, "--repeats", "4")  # 24 traces per version
     compare_config(project)
     paged = project.gate("compare", *NAMES, env={"GATE_SEARCH_PAGE": "5"})  # 5 pages of 5
@@ -181,7 +212,7 @@ def test_paging_past_one_page_reads_every_trace_and_reports_more_than_max(projec
     assert capped.verdict["variants"]["candidate"]["selection"]["more_than_max"] is False
 
 
-def test_the_docs_recipe_and_gate_compare_count_and_average_the_same(project: Project) -> None:
+def test_the_docs_recipe_and_gate_compare_count_and_average_the_same(project: Project, produce: Produce) -> None:
     produce(project, "--repeats", "2")
     page = (ROOT / "docs" / "compare.md").read_text(encoding="utf-8")
     recipe = re.search(r"```python\n(.*?)```", page, re.S)
@@ -297,12 +328,15 @@ def test_a_compare_only_config_validates_and_gate_run_names_what_it_lacks(projec
     assert "is valid for gate compare: 3 checks, a trace selector for both versions" in valid.stderr
     run = project.gate("run")
     assert run.code == 2
-    assert "baseline.target: required key is missing (gate run calls it; 'traces' selects stored traces" in run.stderr
+    assert (
+        "baseline.target: required key is missing (gate run calls it: give 'target', 'http', 'prompt' or 'model'; "
+        "'traces' selects stored traces"
+    ) in run.stderr
     assert "(top level): give exactly one of 'dataset'" in run.stderr
     assert run.verdict["status"] == "error"
 
 
-def test_spans_read_as_dicts_give_the_same_metrics_as_mlflows_span_objects(project: Project) -> None:
+def test_spans_read_as_dicts_give_the_same_metrics_as_mlflows_span_objects(project: Project, produce: Produce) -> None:
     from mlflow import MlflowClient
 
     from gate._metrics import extract_values, output_text, root_output

@@ -194,7 +194,7 @@ def test_misspelled_run_key_lists_run_keys(tmp_path: Path) -> None:
     assert problems(path) == [
         f"{path}: run.repeat: unknown key; valid keys here: "
         "repeats, max_repeats, max_calls, max_cost_usd, concurrency, timeout_s, autolog, retries, retry_backoff_s, "
-        "retry_max_backoff_s, max_error_rate, warmup, isolation"
+        "retry_max_backoff_s, max_error_rate, decide_all, warmup, isolation"
     ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, TESTS, Project
+from conftest import ROOT, TESTS, Isolation, Project
 
 GITHUB = ROOT / ".github"
 ACTION_DIR = GITHUB / "actions" / "gate"
@@ -294,11 +294,15 @@ def _run_action(
     return ActionRun(gate=done["gate"], result=done["result"])
 
 
-def _project(tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any) -> tuple[Path, Path]:
+def _project(
+    tmp_path_factory: pytest.TempPathFactory, name: str, isolation: Isolation | None = "inline", **config: Any
+) -> tuple[Path, Path]:
+    """A workspace with the test apps and a config; its versions run inline (in the gate's process) unless
+    ``isolation`` says otherwise: these tests are about the action's steps, not about where the versions run."""
     workspace = tmp_path_factory.mktemp(f"{name}-workspace")
     shutil.copy(TESTS / "gate_test_apps.py", workspace / "gate_test_apps.py")
     (workspace / "probe_app.py").write_text(PROBE_APP, encoding="utf-8")
-    Project(workspace).write_config(**config)
+    Project(workspace, isolation).write_config(**config)
     return workspace, tmp_path_factory.mktemp(f"{name}-runner")
 
 
@@ -407,6 +411,7 @@ def test_action_on_a_pull_request_runs_the_prs_base_as_the_baseline(tmp_path_fac
     workspace, runner = _project(
         tmp_path_factory,
         "merge",
+        None,  # the gate's default, worker processes: a baseline from a git revision needs them
         baseline=None,
         candidate={"target": "prompt_app:answer"},
         checks=[{"metric": "total_tokens/mean", "max_increase_pct": 20}],

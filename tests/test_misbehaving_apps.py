@@ -176,9 +176,17 @@ def test_exit_and_interrupt_inside_a_call_are_recorded_errors(apps: Project) -> 
 # --- calls that never return ---
 
 
-def test_a_hung_call_times_out_as_an_error_and_the_gate_exits(apps: Project) -> None:
+@pytest.fixture(scope="module")
+def hung_on_refund(tmp_path_factory: pytest.TempPathFactory) -> GateResult:
+    """One run whose candidate never answers the refund question (q2), for the two tests below."""
+    apps = Project(tmp_path_factory.mktemp("hung"))
+    shutil.copy(TESTS / f"{APPS}.py", apps.path / f"{APPS}.py")
     _config(apps, "hangs_on_refund", timeout_s=2)
-    result = apps.gate("run", "--simulate", timeout=HANG_BOUND_S)  # returns only once the process has exited
+    return apps.gate("run", "--simulate", timeout=HANG_BOUND_S)  # returns only once the process has exited
+
+
+def test_a_hung_call_times_out_as_an_error_and_the_gate_exits(hung_on_refund: GateResult) -> None:
+    result = hung_on_refund
     assert result.code == 1, result.stderr
     verdict = result.verdict
     assert verdict["status"] == "fail"
@@ -190,9 +198,8 @@ def test_a_hung_call_times_out_as_an_error_and_the_gate_exits(apps: Project) -> 
     assert hung["errors"] == 1 and hung["trace_ids"] == []
 
 
-def test_a_hung_call_is_reported_as_a_timeout(apps: Project) -> None:
-    _config(apps, "hangs_on_refund", timeout_s=2)
-    result = apps.gate("run", "--simulate", timeout=HANG_BOUND_S)
+def test_a_hung_call_is_reported_as_a_timeout(hung_on_refund: GateResult) -> None:
+    result = hung_on_refund
     assert result.code == 1, result.stderr
     assert "TimeoutError" in result.stdout + result.stderr
 

@@ -1,4 +1,7 @@
-"""Scorers through `gate run` and `gate score`: real judges against the simulator, feedback on the stored traces."""
+"""Scorers through `gate run` and `gate score`: real judges against the simulator, feedback on the stored traces.
+
+Scoring happens in the gate's process after the calls, so the versions run inline here (no worker processes).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import mlflow
+import pytest
 from conftest import QUESTIONS, Project
+
+pytestmark = pytest.mark.run_isolation("inline")
 
 SCORERS = [
     {"name": "on_topic", "type": "contains"},

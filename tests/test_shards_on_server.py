@@ -1,4 +1,8 @@
-"""Shards of one gate, run as separate processes at once into a real `mlflow server`, gathered into one verdict."""
+"""Shards of one gate, run as separate processes at once into a real `mlflow server`, gathered into one verdict.
+
+The shards run their versions inline (in each gate's process): what is tested is the gathering on a shared server,
+and three gates at once with two worker processes each would start six more MLflow imports on the machine.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import QUESTIONS, Project
 from mlflow_server import MlflowServer
 
 pytest_plugins = ["mlflow_server"]
+
+pytestmark = pytest.mark.run_isolation("inline")
 
 CONFIG = {
     "cases": [{"id": f"q{i}", "inputs": {"question": q}} for i, q in enumerate(QUESTIONS)],

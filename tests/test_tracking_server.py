@@ -1,6 +1,9 @@
 """`gate` against a shared MLflow tracking server (`tracking_uri: http://...`), as with the embedded store.
 
 A real `mlflow server` (tests/mlflow_server.py) on PostgreSQL, and on SQLite; the gate runs as a subprocess.
+The SQLite-backed run and the unreachable server keep the gate's default, a worker process per version (the workers
+write the traces to the server, and must stop when the server cannot be reached); the PostgreSQL-backed run and its
+`gate score` run the versions inline, sparing two worker processes.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def _run_against(project: Project, server: MlflowServer) -> dict[str, Any]:
 
 
 @ON_SERVER
+@pytest.mark.run_isolation("inline")
 def test_run_and_score_against_a_postgres_backed_server(project: Project, postgres_mlflow_server: MlflowServer) -> None:
     server = postgres_mlflow_server
     verdict = _run_against(project, server)
@@ -81,10 +85,12 @@ def test_run_and_score_against_a_postgres_backed_server(project: Project, postgr
 
 
 @ON_SERVER
+@pytest.mark.run_isolation("process")  # the workers write the traces to the server
 def test_run_against_a_sqlite_backed_server(project: Project, sqlite_mlflow_server: MlflowServer) -> None:
     _run_against(project, sqlite_mlflow_server)
 
 
+@pytest.mark.run_isolation("process")  # the workers started meanwhile must stop too
 def test_an_unreachable_tracking_server_exits_3_in_one_line(project: Project) -> None:
     project.write_config(**SMALL)
     uri = f"http://gate:hunter2@127.0.0.1:{free_port()}"  # nothing listens there
