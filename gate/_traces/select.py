@@ -3,16 +3,20 @@
 Used by ``gate compare`` (selectors, shard gathering) and ``gate run --baseline-from``. A selection is read
 page by page (``PAGE`` traces at a time, newest first, up to a fixed "until" instant so that traces arriving
 meanwhile cannot shift the pages); each page is reduced to rows and scored before the next is read, so memory
-holds rows, not traces.
+holds rows, not traces. When no scorer needs MLflow's ``Trace`` objects, the pages come from the SQL store's tables
+where that reader is verified (gate/_traces/span_rows.py ``sql_trace_reader``: two queries a page, paged by key),
+else from MLflow's ``search_traces`` (paged by offset) with the spans read as dicts where the store allows it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from gate._config.dataset import Case, case_id_for
@@ -22,12 +26,26 @@ from gate._metrics import extract_values, output_text, root_output
 from gate._secrets import redact_uri
 from gate._store.store import TAG_PREFIX
 from gate._traces.rows import OUTPUT_CHARS, TraceRow
-from gate._traces.span_rows import span_reader, with_dict_spans
+from gate._traces.span_rows import SqlPages, SqlTraceReader, span_reader, sql_trace_reader, with_dict_spans
 
-__all__ = ["PAGE", "Collected", "Selection", "collect", "iter_pages", "pair_rows", "selection_for"]
+__all__ = [
+    "PAGE",
+    "SQL_PAGE",
+    "Collected",
+    "Selection",
+    "collect",
+    "iter_pages",
+    "page_size",
+    "pair_rows",
+    "selection_for",
+]
 
-PAGE = 500  # traces per search request: MLflow's store answers a 500-trace page with spans in ~0.6 s here
-PAGE_ENV = "GATE_SEARCH_PAGE"  # a smaller page for a slow tracking server (and for the paging tests)
+PAGE = 500  # traces per search request (MLflow's search_traces: also one request to a tracking server)
+# Traces per page of the SQL reader: its memory while a page is read is ~15 KB per trace (span JSON, parsed),
+# freed when the page ends; 500 read no faster (10,000 traces: 2.2-2.5 s CPU either way) and peaked 4 MB higher
+# (a 10,000-trace `gate compare`: 301 against 297 MB), 1,000 and 2,000 +8 and +22 MB (bench/analysis.py).
+SQL_PAGE = 250
+PAGE_ENV = "GATE_SEARCH_PAGE"  # a smaller page for a slow tracking server (and for the paging tests); sets both
 PairBy = Literal["auto", "case_id", "inputs", "none"]
 
 
@@ -74,13 +92,13 @@ def iter_pages(
     ``selection.max_traces`` in all."""
     token: str | None = None
     left = selection.max_traces
-    page_size = max(1, int(os.environ.get(PAGE_ENV, PAGE)))
+    size = page_size()
     while left > 0:
         try:
             page = client.search_traces(
                 locations=[selection.experiment_id],
                 filter_string=selection.filter_string,
-                max_results=min(page_size, left),
+                max_results=min(size, left),
                 order_by=["timestamp_ms DESC"],
                 page_token=token,
                 include_spans=include_spans,
@@ -121,6 +139,7 @@ class Collected:
     found: dict[str, int] = field(default_factory=dict)  # traces per variant
     more_than_max: dict[str, bool] = field(default_factory=dict)
     runs: dict[str, set[str]] = field(default_factory=dict)  # the MLflow runs the traces point to, per variant
+    readers: dict[str, str] = field(default_factory=dict)  # how each variant's traces were read: "sql" or "public"
 
 
 def _inputs(trace: Any) -> dict[str, Any]:
@@ -130,6 +149,46 @@ def _inputs(trace: Any) -> dict[str, Any]:
     except ValueError:
         value = request
     return value if isinstance(value, dict) else {"request": value}
+
+
+def _request_text(trace: Any) -> str | None:
+    """The trace's inputs as stored (JSON text), when the trace has them as text: the key of ``_inputs_of``."""
+    text = getattr(trace.data, "request_json", None)  # spans read as dicts
+    if text is None:
+        text = getattr(trace.data, "request", None)  # MLflow's TraceData: the same text
+    return text if isinstance(text, str) else None
+
+
+def _inputs_of(trace: Any, known: dict[str, tuple[dict[str, Any], str]] | None) -> tuple[dict[str, Any], str]:
+    """A trace's inputs and their case id; with ``known``, decoded and hashed once per distinct inputs text (the
+    traces then share one inputs dict: only where no scorer, which could change it, gets the cases)."""
+    text = _request_text(trace) if known is not None else None
+    if known is not None and text is not None and (hit := known.get(text)) is not None:
+        return hit
+    inputs = _inputs(trace)
+    found = inputs, case_id_for(inputs)
+    if known is not None and text is not None:
+        known[text] = found
+    return found
+
+
+@contextmanager
+def _young_collections() -> Iterator[Callable[[], object]]:
+    """Only young-generation garbage collections while a selection is read (``gc.collect(1)`` after each page).
+
+    The rows kept from every page make Python's automatic full collections scan a heap that grows with the
+    selection: 1.9 s of a 10 s `gate compare` of 10,000 traces, 14.6 s of 75 s at 100,000 (bench/analysis.py's
+    stores; gc.callbacks). A page's own garbage is young when its page ends, so collecting the young generations
+    then frees it as before; the rows and traces are not cyclic (reference counts free them).
+    """
+    if not gc.isenabled():  # the caller's choice: leave it
+        yield lambda: None
+        return
+    gc.disable()
+    try:
+        yield lambda: gc.collect(1)
+    finally:
+        gc.enable()
 
 
 def collect(
@@ -143,56 +202,137 @@ def collect(
 ) -> None:
     """Read a selection page by page into ``into``; ``score_page`` adds scores while each page's traces exist.
 
-    ``need_traces=False`` (no scorer looks at MLflow's ``Trace`` objects): spans are read as plain dicts,
-    one query per page, where the store allows it (gate/_traces/span_rows.py).
+    ``need_traces=False`` (no scorer looks at MLflow's ``Trace`` objects): the SQL reader where it is verified,
+    else MLflow's search with spans read as plain dicts where the store allows it (gate/_traces/span_rows.py);
+    ``into.readers`` says which.
     """
     variant = selection.variant
-    count, last_token = 0, None
-    reader = None if need_traces else span_reader(client)
-    for traces, token in iter_pages(client, selection, tracking_uri, include_spans=reader is None):
-        if reader is not None:
-            traces = with_dict_spans(client, traces, reader)
-        last_token = token
-        rows, cases, page_seen = [], {}, []
-        for trace in traces:
-            tags, metadata = trace.info.tags, trace.info.trace_metadata
-            inputs = _inputs(trace)
-            inputs_id = case_id_for(inputs)
-            case_tag = tags.get(f"{TAG_PREFIX}case_id")
-            text = output_text(root_output(getattr(trace.data, "spans", None) or []))
-            row = TraceRow(
-                trace.info.trace_id,
-                variant,
-                case_tag or inputs_id,
-                0,
-                extract_values(trace, pricing),
-                None if text is None else text[:OUTPUT_CHARS],
-            )
-            repeat = tags.get(f"{TAG_PREFIX}repeat")
-            page_seen.append(
-                _Seen(
-                    row,
-                    case_tag,
-                    int(repeat) if repeat is not None and repeat.isdigit() else None,
-                    int(tags.get(f"{TAG_PREFIX}attempt", "0") or 0),
-                    inputs_id,
-                    int(trace.info.request_time or 0),
-                    metadata.get("mlflow.sourceRun"),
-                )
-            )
-            into.inputs.setdefault(row.case_id, inputs)
-            into.inputs.setdefault(inputs_id, inputs)
-            cases[row.case_id] = Case(row.case_id, inputs)
-            rows.append(row)
-            if run_id := metadata.get("mlflow.sourceRun"):
-                into.runs.setdefault(variant, set()).add(run_id)
-        scored = score_page(rows, {t.info.trace_id: t for t in traces}, cases)
-        for seen, row in zip(page_seen, scored, strict=True):
-            seen.row = row
-        into.seen += page_seen
-        count += len(traces)
+    count = 0
+    pages = _pages(client, selection, tracking_uri, need_traces)
+    into.readers[variant] = pages.name
+    known: dict[str, tuple[dict[str, Any], str]] | None = None if need_traces else {}  # inputs text -> inputs, id
+    same: dict[str, str] = {}  # one str object per distinct case tag and run id: rows are kept to the end
+    with _young_collections() as page_done:
+        for traces in pages:
+            _collect_page(traces, variant, pricing, into, score_page, known, same)
+            count += len(traces)
+            page_done()
     into.found[variant] = into.found.get(variant, 0) + count
-    into.more_than_max[variant] = count >= selection.max_traces and _has_more(client, selection, last_token)
+    into.more_than_max[variant] = count >= selection.max_traces and pages.more()
+
+
+def _collect_page(
+    traces: list[Any],
+    variant: str,
+    pricing: Mapping[str, Any],
+    into: Collected,
+    score_page: Callable[[list[TraceRow], dict[str, Any], dict[str, Case]], list[TraceRow]],
+    known: dict[str, tuple[dict[str, Any], str]] | None,
+    same: dict[str, str],
+) -> None:
+    """One page's traces reduced to rows and scored, into ``into``."""
+    rows, cases, page_seen = [], {}, []
+    for trace in traces:
+        tags, metadata = trace.info.tags, trace.info.trace_metadata
+        inputs, inputs_id = _inputs_of(trace, known)
+        case_tag = tags.get(f"{TAG_PREFIX}case_id")
+        case_tag = None if case_tag is None else same.setdefault(case_tag, case_tag)
+        run_id = metadata.get("mlflow.sourceRun")
+        run_id = None if run_id is None else same.setdefault(run_id, run_id)
+        text = output_text(root_output(getattr(trace.data, "spans", None) or []))
+        row = TraceRow(
+            trace.info.trace_id,
+            variant,
+            case_tag or inputs_id,
+            0,
+            extract_values(trace, pricing),
+            None if text is None else text[:OUTPUT_CHARS],
+        )
+        repeat = tags.get(f"{TAG_PREFIX}repeat")
+        page_seen.append(
+            _Seen(
+                row,
+                case_tag,
+                int(repeat) if repeat is not None and repeat.isdigit() else None,
+                int(tags.get(f"{TAG_PREFIX}attempt", "0") or 0),
+                inputs_id,
+                int(trace.info.request_time or 0),
+                run_id,
+            )
+        )
+        into.inputs.setdefault(row.case_id, inputs)
+        into.inputs.setdefault(inputs_id, inputs)
+        cases[row.case_id] = Case(row.case_id, inputs)
+        rows.append(row)
+        if run_id:
+            into.runs.setdefault(variant, set()).add(run_id)
+    scored = score_page(rows, {t.info.trace_id: t for t in traces}, cases)
+    for seen, row in zip(page_seen, scored, strict=True):
+        seen.row = row
+    into.seen += page_seen
+
+
+def page_size(default: int = PAGE) -> int:
+    """Traces per page: ``GATE_SEARCH_PAGE``, else ``default``."""
+    return max(1, int(os.environ.get(PAGE_ENV, default)))
+
+
+class _PublicPages:
+    """A selection's pages through MLflow's ``search_traces`` (spans as dicts when a span reader is given)."""
+
+    name = "public"
+
+    def __init__(self, client: Any, selection: Selection, tracking_uri: str, need_traces: bool) -> None:
+        self.client, self.selection, self.tracking_uri = client, selection, tracking_uri
+        self.reader = None if need_traces else span_reader(client)
+        self.token: str | None = None
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        include_spans = self.reader is None
+        for traces, token in iter_pages(self.client, self.selection, self.tracking_uri, include_spans=include_spans):
+            self.token = token
+            yield traces if self.reader is None else with_dict_spans(self.client, traces, self.reader)
+
+    def more(self) -> bool:
+        return _has_more(self.client, self.selection, self.token)
+
+
+class _SqlPages:
+    """A selection's pages through the SQL reader; a store error is a run error, as on the public path."""
+
+    name = "sql"
+
+    def __init__(self, reader: SqlTraceReader, selection: Selection, tracking_uri: str) -> None:
+        self.selection, self.tracking_uri = selection, tracking_uri
+        self.pages: SqlPages = reader.pages(
+            selection.experiment_id, selection.filter_string, selection.max_traces, page_size(SQL_PAGE)
+        )
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        pages = iter(self.pages)
+        while True:
+            try:
+                traces = next(pages)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
+                raise RunError(
+                    f"cannot read the {self.selection.variant}'s traces at {redact_uri(self.tracking_uri)} "
+                    f"(filter: {self.selection.filter_string}): {exc} (GATE_TRACE_READER=public reads them through "
+                    "MLflow's search_traces instead)"
+                ) from None
+            yield traces
+
+    def more(self) -> bool:
+        return self.pages.more
+
+
+def _pages(client: Any, selection: Selection, tracking_uri: str, need_traces: bool) -> _PublicPages | _SqlPages:
+    """How to read a selection: the SQL reader when no scorer needs MLflow's traces and it is verified here."""
+    reader = None if need_traces else sql_trace_reader(client)
+    if reader is not None:
+        return _SqlPages(reader, selection, tracking_uri)
+    return _PublicPages(client, selection, tracking_uri, need_traces)
 
 
 def _has_more(client: Any, selection: Selection, token: str | None) -> bool:
@@ -237,6 +377,11 @@ def _choose(seen: Sequence[_Seen], pair_by: PairBy) -> tuple[Literal["case_id", 
 
 def pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
     """Give every row its case and repeat by the pairing chosen; the last attempt of a retried call counts."""
+    with _young_collections():  # a new row per row: no full collections over the selection's rows meanwhile
+        return _pair_rows(seen, pair_by)
+
+
+def _pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
     mode, why = _choose(seen, pair_by)
     if mode == "case_id":
         untagged = sum(1 for s in seen if not s.case_tag)
@@ -245,7 +390,7 @@ def pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
                 f"pair_by: case_id, but {untagged} of {len(seen)} selected traces have no gate.case_id tag; "
                 "use pair_by: inputs (same inputs are the same case) or none"
             )
-        latest: dict[tuple[str, str, int], _Seen] = {}
+        latest: dict[tuple[str, str, int], tuple[_Seen, int]] = {}
         ordinal: dict[tuple[str, str], int] = {}
         for s in sorted(seen, key=lambda s: s.timestamp_ms):
             repeat = s.repeat_tag
@@ -253,18 +398,28 @@ def pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
                 slot = (s.row.variant, s.case_tag or "")
                 repeat = ordinal[slot] = ordinal.get(slot, -1) + 1
             key = (s.row.variant, s.case_tag or "", repeat)
-            if key not in latest or latest[key].attempt <= s.attempt:
-                latest[key] = replace(s, repeat_tag=repeat)
-        rows = [replace(s.row, case_id=s.case_tag or "", repeat=s.repeat_tag or 0) for s in latest.values()]
+            if key not in latest or latest[key][0].attempt <= s.attempt:
+                latest[key] = s, repeat
+        rows = [_as_case(s.row, s.case_tag or "", repeat) for s, repeat in latest.values()]
         return Paired(rows, mode, why)
     if mode == "inputs":
         counter: dict[tuple[str, str], int] = {}
         rows = []
         for s in sorted(seen, key=lambda s: s.timestamp_ms):
             n = counter[(s.row.variant, s.inputs_id)] = counter.get((s.row.variant, s.inputs_id), -1) + 1
-            rows.append(replace(s.row, case_id=s.inputs_id, repeat=n))
+            rows.append(_as_case(s.row, s.inputs_id, n))
         return Paired(rows, mode, why)
-    return Paired([replace(s.row, case_id=s.row.trace_id or "", repeat=0) for s in seen], mode, why)
+    return Paired([_as_case(s.row, s.row.trace_id or "", 0) for s in seen], mode, why)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(TraceRow))
+
+
+def _as_case(row: TraceRow, case_id: str, repeat: int) -> TraceRow:
+    """``replace(row, case_id=..., repeat=...)``, without its per-call cost (~10x) while TraceRow has these fields."""
+    if _ROW_FIELDS == ("trace_id", "variant", "case_id", "repeat", "values", "output"):
+        return TraceRow(row.trace_id, row.variant, case_id, repeat, row.values, row.output)
+    return replace(row, case_id=case_id, repeat=repeat)
 
 
 def now() -> float:
