@@ -357,3 +357,25 @@ def test_spans_read_as_dicts_give_the_same_metrics_as_mlflows_span_objects(proje
         assert extract_values(trace, prices) == extract_values(mlflows, prices)
         assert output_text(root_output(trace.data.spans)) == output_text(root_output(mlflows.data.spans))
         assert trace.data.request == json.loads(mlflows.data.request)
+
+
+def test_selectors_over_several_sessions_count_every_sessions_traces(project: Project) -> None:
+    # Two gate runs of the same cases: a selector by label matches both sessions' traces. Each session's (case,
+    # repeat) is another measurement, so all count (as further repeats); only a retried call's attempts collapse.
+    project.write_config(run={"repeats": 1, "max_repeats": 1, "concurrency": 4, "timeout_s": 30, "warmup": False})
+    runs = [project.gate("run", "--simulate", "--session", f"s{i}", "--no-progress") for i in (1, 2)]
+    assert [r.code for r in runs] == [0, 0], runs[-1].stderr
+    per_run = runs[0].verdict["variants"]["baseline"]["traces"]
+    result = project.gate(
+        "compare", "--baseline", "tag.gate.label=v1", "--candidate", "tag.gate.label=v2", "--no-progress"
+    )
+    assert result.code == 0, result.stderr
+    for variant in ("baseline", "candidate"):
+        selection = result.verdict["variants"][variant]["selection"]
+        assert selection["traces"] == selection["counted"] == 2 * per_run
+        assert selection["sessions"] == 2
+        assert result.verdict["variants"][variant]["traces"] == 2 * per_run
+    assert result.verdict["spend"]["stopped_because"] == (
+        f"compared {4 * per_run} stored traces, from 2 gate sessions; the app was not called"
+    )
+    assert {len(c["baseline"]["trace_ids"]) for c in result.verdict["cases"]} == {2}  # a repeat per session

@@ -199,6 +199,8 @@ def compare(options: CompareOptions) -> Verdict:
                 experiment_id=selections[v].experiment_id,
                 filter=selections[v].filter_string,
                 traces=collected.found.get(v, 0),
+                counted=sum(1 for r in paired.rows if r.variant == v),
+                sessions=len({s.session for s in collected.seen if s.row.variant == v and s.session}),
                 more_than_max=collected.more_than_max.get(v, False),
             ),
         )
@@ -217,7 +219,7 @@ def compare(options: CompareOptions) -> Verdict:
             evaluation=evaluation,
             versions=versions,
             store=StoreInfo(store.tracking_uri, store.experiment_id, label),
-            stopped_because=f"compared {len(paired.rows)} stored traces; the app was not called",
+            stopped_because=_what_was_compared(paired, collected),
             calls_made=0,
             rounds=0,
             repeats=1 + max((r.repeat for r in paired.rows), default=0),
@@ -234,6 +236,18 @@ def compare(options: CompareOptions) -> Verdict:
             report_only=options.report_only,
         )
     )
+
+
+def _what_was_compared(paired: Paired, collected: Collected) -> str:
+    """How many stored traces counted, and why any read did not (a retried call's earlier attempts)."""
+    read = len(collected.seen)
+    sessions = len({s.session for s in collected.seen if s.session})
+    parts = [f"compared {len(paired.rows)} stored traces"]
+    if sessions > 1:
+        parts.append(f"from {sessions} gate sessions")
+    if paired.pair_by == "case_id" and read > len(paired.rows):
+        parts.append(f"{read - len(paired.rows)} earlier attempts of retried calls not counted")
+    return ", ".join(parts) + "; the app was not called"
 
 
 def _cases_for(paired: Paired, dataset: Sequence[Case], collected: Collected) -> list[Case]:

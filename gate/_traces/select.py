@@ -128,6 +128,7 @@ class _Seen:
     inputs_id: str
     timestamp_ms: int
     run_id: str | None = None  # the MLflow run the trace links to (mlflow.sourceRun)
+    session: str = ""  # the gate session that recorded it (gate.session), "" for traces the gate did not record
 
 
 @dataclass
@@ -258,6 +259,7 @@ def _collect_page(
                 inputs_id,
                 int(trace.info.request_time or 0),
                 run_id,
+                same.setdefault(session, session) if (session := tags.get(f"{TAG_PREFIX}session")) else "",
             )
         )
         into.inputs.setdefault(row.case_id, inputs)
@@ -390,17 +392,19 @@ def _pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
                 f"pair_by: case_id, but {untagged} of {len(seen)} selected traces have no gate.case_id tag; "
                 "use pair_by: inputs (same inputs are the same case) or none"
             )
-        latest: dict[tuple[str, str, int], tuple[_Seen, int]] = {}
-        ordinal: dict[tuple[str, str], int] = {}
+        # A retried call leaves a trace per attempt: within one session the last attempt of a (case, repeat) counts.
+        # Traces of different sessions are different measurements and all count, numbered as further repeats.
+        latest: dict[tuple[str, str, str, int], _Seen] = {}
+        ordinal: dict[tuple[str, str, str], int] = {}
         for s in sorted(seen, key=lambda s: s.timestamp_ms):
             repeat = s.repeat_tag
             if repeat is None:  # tagged by hand, not by a gate run: number them in time order
-                slot = (s.row.variant, s.case_tag or "")
+                slot = (s.row.variant, s.session, s.case_tag or "")
                 repeat = ordinal[slot] = ordinal.get(slot, -1) + 1
-            key = (s.row.variant, s.case_tag or "", repeat)
-            if key not in latest or latest[key][0].attempt <= s.attempt:
-                latest[key] = s, repeat
-        rows = [_as_case(s.row, s.case_tag or "", repeat) for s, repeat in latest.values()]
+            key = (s.row.variant, s.session, s.case_tag or "", repeat)
+            if key not in latest or latest[key].attempt <= s.attempt:
+                latest[key] = s
+        rows = [_as_case(s.row, key[2], repeat) for key, s, repeat in _numbered(latest)]
         return Paired(rows, mode, why)
     if mode == "inputs":
         counter: dict[tuple[str, str], int] = {}
@@ -410,6 +414,24 @@ def _pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
             rows.append(_as_case(s.row, s.inputs_id, n))
         return Paired(rows, mode, why)
     return Paired([_as_case(s.row, s.row.trace_id or "", 0) for s in seen], mode, why)
+
+
+def _numbered(
+    latest: Mapping[tuple[str, str, str, int], _Seen],
+) -> Iterator[tuple[tuple[str, str, str, int], _Seen, int]]:
+    """Each kept trace with its repeat: its own where its (version, case) has traces of one session only, else
+    0, 1, ... in the order of the sessions' first traces, then of their repeats."""
+    sessions: dict[tuple[str, str], set[str]] = {}
+    first: dict[str, int] = {}
+    for (variant, session, case, _), s in latest.items():
+        sessions.setdefault((variant, case), set()).add(session)
+        first[session] = min(first.get(session, s.timestamp_ms), s.timestamp_ms)
+    counter: dict[tuple[str, str], int] = {}
+    for key in sorted(latest, key=lambda k: (first[k[1]], k[1], k[3])):
+        variant, session, case, repeat = key
+        if len(sessions[(variant, case)]) > 1:
+            repeat = counter[(variant, case)] = counter.get((variant, case), -1) + 1
+        yield key, latest[key], repeat
 
 
 _ROW_FIELDS = tuple(f.name for f in fields(TraceRow))

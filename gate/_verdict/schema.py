@@ -25,6 +25,10 @@ class SelectionReport(_Out):
     experiment_id: str
     filter: str = Field(description="the MLflow trace filter used")
     traces: int = Field(description="traces read")
+    counted: int | None = Field(
+        None, description="traces that count: of a retried call's attempts in one session, the last; every session's"
+    )
+    sessions: int | None = Field(None, description="the gate sessions the traces read came from (0: none recorded them)")
     more_than_max: bool = Field(False, description="the filter matched more than max_traces; the newest were read")
 
 
