@@ -379,3 +379,69 @@ def test_selectors_over_several_sessions_count_every_sessions_traces(project: Pr
         f"compared {4 * per_run} stored traces, from 2 gate sessions; the app was not called"
     )
     assert {len(c["baseline"]["trace_ids"]) for c in result.verdict["cases"]} == {2}  # a repeat per session
+
+
+def test_a_reused_baseline_makes_latency_not_comparable_and_says_why(project: Project) -> None:
+    # A stored baseline was not measured together with the candidate: a slower provider now would read as the
+    # candidate's regression (issue 17: 9 of 10 A/A runs false-failed), so latency checks are inconclusive, visibly.
+    project.write_config(run={"repeats": 1, "max_repeats": 3, "concurrency": 4, "timeout_s": 30, "warmup": False})
+    assert project.gate("run", "--simulate", "--session", "main-1", "--no-progress").code == 0
+    pr = project.gate("run", "--simulate", "--baseline-from", "main-1", "--no-progress", "--report", "markdown")
+    assert pr.code == 0, pr.stderr
+    assert "| ❔ not comparable | `latency_ms/median` |" in pr.stderr
+    assert "  NOT COMPARABLE  latency_ms/median  " in pr.stderr  # the terminal summary
+    assert "inconclusive: latency_ms/median: not comparable: the baseline's traces were recorded earlier" in pr.stderr
+    checks = {c["metric"]: c for c in pr.verdict["checks"]}
+    latency = checks["latency_ms/median"]
+    assert latency["status"] == "inconclusive" and latency["comparable"] is False
+    assert latency["message"].startswith(
+        "latency_ms/median: not comparable: the baseline's traces were recorded earlier (--baseline-from main-1)"
+    )
+    assert checks["total_tokens/mean"]["status"] == "pass" and checks["total_tokens/mean"]["comparable"] is True
+    # more repeats cannot make it comparable: the loop does not spend them on it
+    assert pr.verdict["spend"]["rounds"] == 1 and pr.verdict["spend"]["stopped_because"] == "all checks decided"
+
+
+def test_compare_of_sessions_recorded_apart_makes_latency_not_comparable(project: Project) -> None:
+    project.write_config(run={"repeats": 1, "max_repeats": 1, "concurrency": 4, "timeout_s": 30, "warmup": False})
+    for session in ("a", "b"):
+        assert project.gate("run", "--simulate", "--session", session, "--no-progress").code == 0
+    apart = project.gate("compare", "--baseline", "session=a", "--candidate", "session=b", "--no-progress")
+    assert apart.code == 0, apart.stderr
+    latency = next(c for c in apart.verdict["checks"] if c["metric"] == "latency_ms/median")
+    assert latency["comparable"] is False and latency["status"] == "inconclusive"
+    recorded = r"recorded (at|from) [\d-]+ [\d:]+Z.*, the candidate's (at|from) "
+    assert re.search(recorded, latency["message"]), latency["message"]
+    together = project.gate("compare", "--session", "a", "--no-progress")
+    assert together.code == 0, together.stderr
+    latency = next(c for c in together.verdict["checks"] if c["metric"] == "latency_ms/median")
+    assert latency["comparable"] is True and latency["status"] in ("pass", "fail", "inconclusive")
+
+
+@pytest.mark.parametrize(
+    ("baseline", "candidate", "together"),
+    [
+        ((0, 100), (0, 100), True),  # interleaved
+        ((0, 100), (60, 160), False),  # overlap 40 < half of 100
+        ((0, 100), (50, 150), True),  # overlap 50: half of the shorter
+        ((0, 1000), (400, 500), True),  # side by side: the shorter lies inside the longer
+        ((0, 100), (200, 300), False),  # one after the other
+        ((50, 50), (0, 100), True),  # an instant inside the other's span
+        ((150, 150), (0, 100), False),
+    ],
+)
+def test_versions_count_as_recorded_together_when_their_spans_overlap_by_half_the_shorter(
+    baseline: tuple[int, int], candidate: tuple[int, int], together: bool
+) -> None:
+    from gate._traces.rows import TraceRow
+    from gate._traces.select import _Seen, recorded_apart
+
+    seen = [
+        _Seen(TraceRow(f"{variant}{t}", variant, "c", 0, {}), "c", 0, 0, "c", t)
+        for variant, span in (("baseline", baseline), ("candidate", candidate))
+        for t in span
+    ]
+    why = recorded_apart(seen)
+    assert (why is None) == together, why
+    if not together:
+        assert why is not None and "not together, so a change in the provider's speed" in why

@@ -24,7 +24,7 @@ from gate._run.endpoint import model_endpoint
 from gate._run.prepare import gather_cases, search_path
 from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
 from gate._traces.scoring import ScorerStats
-from gate._traces.select import Collected, Paired, Selection, collect, pair_rows, selection_for
+from gate._traces.select import Collected, Paired, Selection, collect, pair_rows, recorded_apart, selection_for
 from gate._traces.stored import StoredScoring, check_shards, dataset_index, recorded_runs, results_of
 from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
 from gate._verdict.schema import ComparisonReport, SelectionReport, Verdict
@@ -188,7 +188,8 @@ def compare(options: CompareOptions) -> Verdict:
         problems = _coverage(paired, dataset, chosen_runs, collected) if options.session is not None else []
         cases = _cases_for(paired, dataset, collected)
         golden = frozenset(c.id for c in dataset if c.golden)
-        evaluation = evaluate(config, paired.rows, golden, paired=paired.pair_by != "none")
+        apart = recorded_apart(collected.seen)
+        evaluation = evaluate(config, paired.rows, golden, paired=paired.pair_by != "none", not_together=apart)
     shards = sorted({key.split(":")[1] for key in chosen_runs}, key=lambda s: int(s.split("/")[0]))
     versions = {
         v: VersionSource(

@@ -178,11 +178,13 @@ def run_gate(
             if config.run.warmup:
                 session.warm_up()
             session.run_round(range(config.run.repeats))
-            evaluation = evaluate(config, session.rows, golden)
+            stale = _stale(options.baseline_from)
+            evaluation = evaluate(config, session.rows, golden, not_together=stale)
             # Adaptive repeats: one more repeat of every case per round while a check is undecided and caps allow.
             while (stopped_because := session.why_stop(evaluation)) is None:
                 session.run_round(range(session.repeats, session.repeats + 1))
-                evaluation = evaluate(config, session.rows, golden, seed=session.rounds)  # fresh resamples per look
+                # fresh resamples per look
+                evaluation = evaluate(config, session.rows, golden, seed=session.rounds, not_together=stale)
         except KeyboardInterrupt as exc:
             flush_traces(deadline_s=3.0)  # inline: this process's traces; workers write theirs as they stop
             raise (Terminated if isinstance(exc, Terminated) else Interrupted)(session.partial()) from exc
@@ -419,6 +421,16 @@ def _shard(cases: list[Case], options: RunOptions) -> list[Case]:
             "use fewer shards"
         )
     return mine
+
+
+def _stale(baseline_from: str | None) -> str | None:
+    """Why a reused baseline's latency cannot be compared with the candidate's, or None (both run now)."""
+    if baseline_from is None:
+        return None
+    return (
+        f"the baseline's traces were recorded earlier (--baseline-from {baseline_from}), not interleaved with the "
+        "candidate's, and the provider's speed then and now differ; run both versions to gate it"
+    )
 
 
 def _reuse_baseline(session: Session, options: RunOptions, prints: dict[str, str]) -> _Reused:

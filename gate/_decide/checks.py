@@ -42,6 +42,7 @@ class CheckResult:
     n_pairs: int | None = None
     on_inconclusive: Literal["fail", "warn", "pass"] | None = None
     default: bool = False  # added by the gate (GateConfig.default_checks), not written in the config
+    comparable: bool = True  # False: a time-sensitive metric of versions not measured together (evaluate)
 
 
 def _fmt(value: float) -> str:

@@ -20,7 +20,11 @@ from gate._decide.regressions import (
 from gate._metrics import SUMMARY_KEYS, compute_metrics, metric_info, split_metric_key
 from gate._traces.rows import TraceRow
 
-__all__ = ["Evaluation", "evaluate", "undecided"]
+__all__ = ["TIME_SENSITIVE", "Evaluation", "evaluate", "undecided"]
+
+# Metrics that depend on when they were measured (provider load, network, the machine): comparable only between
+# traces recorded together, which is what interleaving the versions gives.
+TIME_SENSITIVE = frozenset({"latency_ms", "ttft_ms"})
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,20 @@ def _metric_keys(config: GateConfig) -> list[str]:
 
 
 def evaluate(
-    config: GateConfig, rows: Sequence[TraceRow], golden: frozenset[str], seed: int = 0, paired: bool = True
+    config: GateConfig,
+    rows: Sequence[TraceRow],
+    golden: frozenset[str],
+    seed: int = 0,
+    paired: bool = True,
+    not_together: str | None = None,
 ) -> Evaluation:
     """Compute metrics for both versions and decide every check.
 
     ``paired=False`` is for traces of two versions that share no cases (``gate compare`` over production
     traffic): each version's traces are resampled on their own, and per-case rules do not apply.
+    ``not_together`` says why the versions' traces were not recorded together (a stored baseline): checks of
+    ``TIME_SENSITIVE`` metrics are then inconclusive and not comparable, whatever their numbers say, since a change
+    in the provider's speed between the two recordings would read as the candidate's.
     """
     keys = _metric_keys(config)
     metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
@@ -90,9 +102,20 @@ def evaluate(
         status = "pass" if added.status == "inconclusive" else added.status
         message = f"default check (guard_errors: true; add an error/rate check to set your own): {added.message}"
         checks[position] = dataclasses.replace(added, status=status, message=message, default=True)
+    if not_together is not None:
+        checks = [_not_comparable(c, not_together) if _time_sensitive(c) else c for c in checks]
     return Evaluation(metrics, checks, regressions, unpaired, n_cases)
+
+
+def _time_sensitive(check: CheckResult) -> bool:
+    return split_metric_key(check.metric)[0] in TIME_SENSITIVE and check.status != "missing"
+
+
+def _not_comparable(check: CheckResult, why: str) -> CheckResult:
+    message = f"{check.metric}: not comparable: {why}; as measured: {check.message}"
+    return dataclasses.replace(check, status="inconclusive", comparable=False, message=message)
 
 
 def undecided(evaluation: Evaluation) -> list[CheckResult]:
     """Checks that more repeats could still decide."""
-    return [c for c in evaluation.checks if c.status == "inconclusive" and not c.default]
+    return [c for c in evaluation.checks if c.status == "inconclusive" and not c.default and c.comparable]

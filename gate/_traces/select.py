@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from gate._config.dataset import Case, case_id_for
@@ -37,6 +38,7 @@ __all__ = [
     "iter_pages",
     "page_size",
     "pair_rows",
+    "recorded_apart",
     "selection_for",
 ]
 
@@ -375,6 +377,36 @@ def _choose(seen: Sequence[_Seen], pair_by: PairBy) -> tuple[Literal["case_id", 
         f"only {len(shared)} of {len(seen)} traces have inputs the other version also ran, too few to pair by "
         "(set pair_by: inputs to pair those anyway)"
     )
+
+
+def recorded_apart(seen: Sequence[_Seen]) -> str | None:
+    """Why the versions' traces were not recorded together, or None when they were.
+
+    Together: the two versions' time spans overlap by at least half of the shorter one (an interleaved session, or
+    two deployments serving side by side); a version recorded in an instant lies inside the other's span.
+    """
+    spans = {}
+    for variant in ("baseline", "candidate"):
+        times = [s.timestamp_ms for s in seen if s.row.variant == variant]
+        if not times:
+            return None  # nothing to compare: the checks say so themselves
+        spans[variant] = (min(times), max(times))
+    (b0, b1), (c0, c1) = spans["baseline"], spans["candidate"]
+    overlap = min(b1, c1) - max(b0, c0)
+    shorter = min(b1 - b0, c1 - c0)
+    if overlap >= 0 and overlap >= shorter / 2:
+        return None
+    first, second = ("baseline", "candidate") if b0 <= c0 else ("candidate", "baseline")
+    return (
+        f"the {first}'s traces were recorded {_when(spans[first])}, the {second}'s {_when(spans[second])}: "
+        "not together, so a change in the provider's speed would read as the candidate's; select traces of one "
+        "interleaved session (session: S) or of versions serving side by side"
+    )
+
+
+def _when(span: tuple[int, int]) -> str:
+    start, end = (datetime.fromtimestamp(t / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") for t in span)
+    return f"at {start}" if start == end else f"from {start} to {end}"
 
 
 def pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:

@@ -28,7 +28,7 @@ class SelectionReport(_Out):
     counted: int | None = Field(
         None, description="traces that count: of a retried call's attempts in one session, the last; every session's"
     )
-    sessions: int | None = Field(None, description="the gate sessions the traces read came from (0: none recorded them)")
+    sessions: int | None = Field(None, description="gate sessions the traces read came from (0: none recorded them)")
     more_than_max: bool = Field(False, description="the filter matched more than max_traces; the newest were read")
 
 
@@ -98,6 +98,11 @@ class CheckReport(_Out):
     n_pairs: int | None = Field(None, description="cases with values for both versions")
     on_inconclusive: Literal["fail", "warn", "pass"] | None = None
     default: bool = Field(False, description="a check the gate adds (guard_errors), not one of the config's")
+    comparable: bool = Field(
+        True,
+        description="false: a time-sensitive metric (latency) of versions whose traces were not recorded together "
+        "(a stored baseline); the check is inconclusive whatever its numbers say",
+    )
 
 
 class RegressionReport(_Out):

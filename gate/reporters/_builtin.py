@@ -68,8 +68,9 @@ def render_markdown(verdict: Verdict) -> str:
     if verdict.checks:
         lines += ["| | check | baseline | candidate | delta | interval | bound |", "|---|---|---:|---:|---:|---|---|"]
         for check in verdict.checks:
+            status = check.status if check.comparable else "not comparable"
             lines.append(
-                f"| {_ICON[check.status]} {check.status} | `{check.metric}` | {_num(check.baseline)} | "
+                f"| {_ICON[check.status]} {status} | `{check.metric}` | {_num(check.baseline)} | "
                 f"{_num(check.candidate)} | {_delta(check)} | {_interval(check)} | {_bound(check)} |"
             )
         lines.append("")

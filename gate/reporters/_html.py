@@ -132,10 +132,11 @@ def _checks(verdict: Verdict) -> str:
     for c in verdict.checks:
         bound = ", ".join(f"{k} {v:g}" for k, v in c.bound.items())
         severity = " <small>(warn only)</small>" if c.severity == "warn" else ""
+        badge = _badge(c.status if c.comparable else "not comparable", c.status)
         rows.append(
             f'<tr class="s-{_e(c.status)}"><td><code>{_e(c.metric)}</code><div class="msg">{_e(c.message)}</div></td>'
             f'<td class="n">{_num(c.baseline)}</td><td class="n">{_num(c.candidate)}</td><td class="n">{_delta(c)}</td>'
-            f"<td>{_interval(c, verdict.confidence)}</td><td>{_e(bound)}</td><td>{_badge(c.status)}{severity}</td></tr>"
+            f"<td>{_interval(c, verdict.confidence)}</td><td>{_e(bound)}</td><td>{badge}{severity}</td></tr>"
         )
     return f'<h2>Checks</h2><table class="checks"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 

@@ -47,7 +47,8 @@ def render_summary(verdict: Verdict) -> str:
                 else (f"{check.delta_pct:+.1f}%" if check.delta_pct is not None else f"{check.delta:+.4g}")
             )
             bound = ", ".join(f"{k}={v:g}" for k, v in check.bound.items())
-            rows.append((check.status.upper(), check.metric, _num(check.baseline), _num(check.candidate), delta, bound))
+            status = check.status if check.comparable else "not comparable"
+            rows.append((status.upper(), check.metric, _num(check.baseline), _num(check.candidate), delta, bound))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
