@@ -179,12 +179,16 @@ def run_gate(
                 session.warm_up()
             session.run_round(range(config.run.repeats))
             stale = _stale(options.baseline_from)
-            evaluation = evaluate(config, session.rows, golden, not_together=stale)
+            look = (session.repeats, config.run.repeats, config.max_repeats())
+            evaluation = evaluate(config, session.rows, golden, not_together=stale, look=look)
             # Adaptive repeats: one more repeat of every case per round while a check is undecided and caps allow.
             while (stopped_because := session.why_stop(evaluation)) is None:
                 session.run_round(range(session.repeats, session.repeats + 1))
                 # fresh resamples per look
-                evaluation = evaluate(config, session.rows, golden, seed=session.rounds, not_together=stale)
+                look = (session.repeats, config.run.repeats, config.max_repeats())
+                evaluation = evaluate(
+                    config, session.rows, golden, seed=session.rounds, not_together=stale, look=look
+                )
         except KeyboardInterrupt as exc:
             flush_traces(deadline_s=3.0)  # inline: this process's traces; workers write theirs as they stop
             raise (Terminated if isinstance(exc, Terminated) else Interrupted)(session.partial()) from exc

@@ -293,6 +293,11 @@ class CheckConfig(_Strict):
     max_decrease_pct: float | None = Field(None, ge=0)
     severity: Literal["error", "warn"] = "error"
     on_inconclusive: OnInconclusive | None = None  # default: the config's top-level on_inconclusive
+    per_case: bool = Field(
+        False,
+        description="decide the bound for every case on its own (its repeats), failing when any case is beyond it; "
+        "docs/design/statistics.md",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -315,6 +320,14 @@ class CheckConfig(_Strict):
             raise ValueError(f"'rate' is the share of 1s in a 0/1 metric; '{metric}' is not 0/1, use mean or pNN")
         if info.binary and aggregation not in ("rate", "mean", "sum", "min", "max"):
             raise ValueError(f"'{metric}' is 0/1; use '{metric}/rate' instead of '{self.metric}'")
+        if self.per_case:
+            if info.per_case or info.binary or aggregation != "mean":
+                raise ValueError(
+                    f"per_case compares each case's runs of a measured metric, e.g. latency_ms/mean, not "
+                    f"'{self.metric}' (0/1 outcomes per case are cases_regressed's)"
+                )
+            if not {"max_increase_pct", "max_decrease_pct"} >= set(self.bounds()):
+                raise ValueError("per_case takes max_increase_pct and/or max_decrease_pct (a ratio per case)")
         return self
 
     def bounds(self) -> dict[str, float]:

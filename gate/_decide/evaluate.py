@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from gate._config.schema import VARIANTS, GateConfig, Variant
 from gate._decide.checks import CheckResult, decide_check, evaluate_check
+from gate._decide.per_case import decide_per_case
 from gate._decide.regressions import (
     Regression,
     Unpaired,
@@ -55,6 +56,7 @@ def evaluate(
     seed: int = 0,
     paired: bool = True,
     not_together: str | None = None,
+    look: tuple[int, int, int] | None = None,
 ) -> Evaluation:
     """Compute metrics for both versions and decide every check.
 
@@ -62,7 +64,8 @@ def evaluate(
     traffic): each version's traces are resampled on their own, and per-case rules do not apply.
     ``not_together`` says why the versions' traces were not recorded together (a stored baseline): checks of
     ``TIME_SENSITIVE`` metrics are then inconclusive and not comparable, whatever their numbers say, since a change
-    in the provider's speed between the two recordings would read as the candidate's.
+    in the provider's speed between the two recordings would read as the candidate's. ``look``: (runs per case so
+    far, runs in the first round, the cap) in an adaptive run, for checks that spend their error across looks.
     """
     keys = _metric_keys(config)
     metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
@@ -71,11 +74,31 @@ def evaluate(
     n_cases = len(
         {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
     )
+    # Per-case checks first: the cases they find are regressions, which cases_regressed checks count.
+    per_case: dict[int, CheckResult] = {}
+    for index, check in enumerate(config.checks):
+        if check.per_case and paired:
+            per_case[index], found = decide_per_case(
+                check,
+                rows,
+                metrics["baseline"].get(check.metric),
+                metrics["candidate"].get(check.metric),
+                config.confidence,
+                config.on_inconclusive,
+                golden,
+                look,
+            )
+            known = {(r.case_id, r.rule) for r in regressions}
+            regressions += [r for r in found if (r.case_id, r.rule) not in known]
+    regressions.sort(key=lambda r: (not r.golden, r.case_id))
     checks = []
     defaults = config.default_checks()
     for index, check in enumerate([*config.checks, *defaults]):
         metric, aggregation = split_metric_key(check.metric)
-        if metric_info(metric).per_case and not paired:
+        if index in per_case:
+            checks.append(per_case[index])
+            continue
+        if (metric_info(metric).per_case or check.per_case) and not paired:
             result = evaluate_check(check, None, None)
             why = f"{check.metric}: counts cases made worse, which needs the same cases in both versions (pair_by)"
             checks.append(dataclasses.replace(result, status="missing", message=why))

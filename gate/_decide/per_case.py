@@ -1,0 +1,294 @@
+"""Per-case checks: is any single case worse by more than a bound, with the multiplicity over cases handled.
+
+A check over all cases reads a regression confined to 3 of 40 cases as sampling noise (the case bootstrap is
+right to: the mean moved little). ``per_case: true`` on a check with a ``max_increase_pct`` / ``max_decrease_pct``
+bound asks another question: does *some* case change by more than the bound? Each case is decided from its own
+repeats, on the log scale (a ratio bound is a difference of logs; latency, tokens and cost are right-skewed):
+
+- d_i = mean(log candidate) - mean(log baseline) of case i (the log of the ratio of geometric means);
+- the within-case noise s² is pooled over every case and both versions (the versions differ by a scale shift, the
+  cases by their level: neither changes the spread of logs), with Σ (runs - 1) degrees of freedom, so one case's
+  few repeats borrow the precision of all;
+- one-sided Student t statistics against the bound, t_i = (d_i - log(1 + bound)) / (s √(1/n_b + 1/n_c)).
+
+**Fail** when the Benjamini-Hochberg step-up procedure (1995) at α = 1 - confidence finds at least one case beyond
+the bound: those cases are named, with their traces, among the verdict's regressions. When no case changed (A/A),
+BH keeps the chance of any false fail at α, as the familywise correction would, and it finds a few bad cases among
+many with more power than Bonferroni; the t statistics share s, which keeps them positively dependent (Benjamini &
+Yekutieli 2001), where BH holds. **Pass** when every case's upper bound, simultaneous over the m cases
+(Bonferroni: each at α/m), is inside the bound. Otherwise **inconclusive**, and adaptive repeats add runs to every
+case. docs/design/statistics.md has the measured rates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from gate._config.schema import CheckConfig
+from gate._decide.checks import CheckResult, evaluate_check
+from gate._decide.regressions import Regression
+from gate._metrics import metric_info, split_metric_key
+from gate._traces.rows import TraceRow
+
+__all__ = ["decide_per_case", "look_alpha", "looks", "t_sf"]
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _beta_inc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _beta_inc(df / 2, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def _t_quantile(p: float, df: float) -> float:
+    """The t with P(T > t) = 1 - p (p > 0.5), by bisection."""
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > 1 - p:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if t_sf(mid, df) > 1 - p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def looks(first: int, cap: int) -> list[int]:
+    """The runs per case at which an adaptive run (``first`` runs per case in its first round, at most ``cap``)
+    decides per-case checks: about a third, two thirds and all of the cap, none before the first round.
+
+    Deciding after every round would give a case that sits at the bound up to nine chances to look beyond it
+    (measured: 17-23% false fails at a nominal 5%, bench/per_case.py); three looks with the error spent across them
+    keep the whole run at 5%.
+    """
+    wanted = {math.ceil(cap / 3), math.ceil(2 * cap / 3), cap}
+    return sorted({m for k in wanted if (m := max(k, first, 2)) <= cap} | {cap})
+
+
+def _spent(t: float, alpha: float) -> float:
+    """O'Brien-Fleming-type alpha spending (Lan & DeMets 1983): the error spent by information fraction ``t``."""
+    if t <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    return min(alpha, 2 * (1 - NormalDist().cdf(z / math.sqrt(t))))
+
+
+def look_alpha(alpha: float, look: tuple[int, int, int] | None) -> float | None:
+    """The error to spend deciding at ``look`` = (runs per case now, runs in the first round, cap) of an adaptive
+    run; None when this is not one of ``looks``. ``look`` None: a single decision (gate compare, gate score), which
+    spends all of ``alpha``.
+
+    Each look spends the increase of the spending function since the previous look; by the union bound the chance
+    of a false decision at any look is at most ``alpha`` (conservative: the looks are positively correlated).
+    """
+    if look is None:
+        return alpha
+    runs, first, cap = look
+    schedule = looks(first, cap)
+    if runs < cap and runs not in schedule:
+        return None
+    runs = min(runs, cap)
+    before = max((k for k in schedule if k < runs), default=0)
+    return _spent(runs / cap, alpha) - _spent(before / cap, alpha)
+
+
+@dataclass(frozen=True)
+class _Case:
+    case_id: str
+    baseline: tuple[TraceRow, ...]
+    candidate: tuple[TraceRow, ...]
+    logs_b: tuple[float, ...]
+    logs_c: tuple[float, ...]
+
+    @property
+    def diff(self) -> float:
+        return sum(self.logs_c) / len(self.logs_c) - sum(self.logs_b) / len(self.logs_b)
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(1 / len(self.logs_b) + 1 / len(self.logs_c))
+
+
+def _cases(rows: Sequence[TraceRow], metric: str) -> tuple[list[_Case], list[str]]:
+    """Cases with a positive value of ``metric`` in both versions; and the cases that have none in one."""
+    grouped: dict[str, dict[str, list[TraceRow]]] = {}
+    for row in rows:
+        grouped.setdefault(row.case_id, {}).setdefault(row.variant, []).append(row)
+    cases, lacking = [], []
+    for case_id in sorted(grouped):
+        sides = grouped[case_id]
+        if "baseline" not in sides or "candidate" not in sides:
+            continue  # unpaired cases are reported by the verdict's unpaired_cases
+        logs = {
+            v: tuple(math.log(x) for r in sides[v] if (x := r.values.get(metric)) is not None and x > 0)
+            for v in ("baseline", "candidate")
+        }
+        if not logs["baseline"] or not logs["candidate"]:
+            lacking.append(case_id)
+            continue
+        cases.append(
+            _Case(case_id, tuple(sides["baseline"]), tuple(sides["candidate"]), logs["baseline"], logs["candidate"])
+        )
+    return cases, lacking
+
+
+def _pooled_sd(cases: Sequence[_Case]) -> tuple[float, int]:
+    squares, df = 0.0, 0
+    for case in cases:
+        for logs in (case.logs_b, case.logs_c):
+            mean = sum(logs) / len(logs)
+            squares += sum((x - mean) ** 2 for x in logs)
+            df += len(logs) - 1
+    return (math.sqrt(squares / df) if df else math.nan), df
+
+
+def _bh(p_values: Sequence[float], alpha: float) -> list[int]:
+    """Indices the Benjamini-Hochberg step-up procedure rejects at ``alpha``."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    k = max((rank for rank, i in enumerate(order, 1) if p_values[i] <= rank * alpha / m), default=0)
+    return sorted(order[:k])
+
+
+def _geo(logs: Sequence[float]) -> float:
+    return math.exp(sum(logs) / len(logs))
+
+
+def decide_per_case(
+    check: CheckConfig,
+    rows: Sequence[TraceRow],
+    baseline: float | None,
+    candidate: float | None,
+    confidence: float,
+    on_inconclusive: str,
+    golden: frozenset[str],
+    look: tuple[int, int, int] | None = None,
+) -> tuple[CheckResult, list[Regression]]:
+    """Decide a ``per_case: true`` check; the cases found beyond its bound, as regressions.
+
+    ``look``: (runs per case so far, runs in the first round, the cap) in an adaptive run, which decides at
+    ``looks(first, cap)`` only, spending the error across them; None for a single decision.
+    """
+    point = evaluate_check(check, baseline, candidate)
+    policy = check.on_inconclusive or on_inconclusive
+    metric, _ = split_metric_key(check.metric)
+    unit = metric_info(metric).unit
+    cases, lacking = _cases(rows, metric)
+    name = f"{check.metric} per case"
+
+    def result(status: str, message: str, delta_pct: float | None = None) -> CheckResult:
+        broken = status == "fail" and check.severity == "warn"
+        return CheckResult(
+            check.metric,
+            "warn" if broken else status,  # type: ignore[arg-type]
+            check.severity,
+            point.baseline,
+            point.candidate,
+            point.delta,
+            delta_pct,
+            point.bound,
+            message,
+            n_pairs=len(cases),
+            on_inconclusive=policy,  # type: ignore[arg-type]
+        )
+
+    if not cases:
+        return result("missing", f"{name}: no case has positive values for both versions; it cannot pass"), []
+    sd, df = _pooled_sd(cases)
+    if df == 0 or not sd > 0:
+        why = "one run per case and version" if df == 0 else "no spread between runs"
+        message = f"{name}: {why}, so the noise within a case is unknown; needs 2 or more runs of a case (repeats)"
+        return result("inconclusive", message), []
+    spend = look_alpha(1 - confidence, look)
+    if spend is None:
+        upcoming = next(k for k in looks(look[1], look[2]) if k > look[0]) if look is not None else 0
+        return result("inconclusive", f"{name}: decided at {upcoming} runs per case (the next look)"), []
+    alpha = spend
+    m = len(cases)
+    t_crit = _t_quantile(1 - alpha / m, df)
+    found: dict[str, Regression] = {}
+    decisions = []
+    worst_pct: float | None = None
+    for bound, limit in point.bound.items():
+        if bound == "max_increase_pct":
+            edge, sign = math.log1p(limit / 100), 1.0
+        else:  # max_decrease_pct: a fall below 1 - limit% is the regression
+            edge, sign = (math.log1p(-limit / 100) if limit < 100 else -math.inf), -1.0
+        # On the side of the regression: positive excess = beyond the bound.
+        excess = [sign * (c.diff - edge) for c in cases]
+        p_values = [t_sf(e / (sd * c.scale), df) for e, c in zip(excess, cases, strict=True)]
+        beyond = _bh(p_values, alpha)
+        within = all(e + t_crit * sd * c.scale < 0 for e, c in zip(excess, cases, strict=True))
+        decisions.append("fail" if beyond else "pass" if within else "inconclusive")
+        worst = max(range(m), key=lambda i: sign * cases[i].diff)
+        pct = math.expm1(cases[worst].diff) * 100
+        worst_pct = pct if worst_pct is None or abs(pct) > abs(worst_pct) else worst_pct
+        for i in beyond:
+            case = cases[i]
+            change = math.expm1(case.diff) * 100
+            b, c = _geo(case.logs_b), _geo(case.logs_c)
+            verb = "rose" if change >= 0 else "fell"
+            limit_text = f"+{limit:g}%" if sign > 0 else f"-{limit:g}%"
+            found.setdefault(
+                case.case_id,
+                Regression(
+                    case.case_id,
+                    f"{check.metric}_per_case_{bound}",
+                    f"{metric} {verb} {abs(change):.0f}% ({b:.4g} → {c:.4g} {unit}".rstrip()
+                    + f", geometric means of {len(case.logs_b)} and {len(case.logs_c)} runs), limit {limit_text}",
+                    case.case_id in golden,
+                    tuple(r.trace_id for r in case.baseline if r.trace_id),
+                    tuple(r.trace_id for r in case.candidate if r.trace_id),
+                ),
+            )
+    status = "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"
+    bounds = ", ".join(f"{k} {v:g}" for k, v in point.bound.items())
+    named = ", ".join(sorted(found)[:5]) + (" …" if len(found) > 5 else "")
+    if status == "fail":
+        message = f"{name}: {len(found)} of {m} cases beyond {bounds} ({named})"
+    elif status == "pass":
+        message = f"{name}: all {m} cases within {bounds}, simultaneously (error spent at this look: {alpha:.2g})"
+    else:
+        message = f"{name}: no case shown beyond {bounds}, but not every case shown within it yet"
+    worst_text = f"; the largest change {worst_pct:+.0f}%" if worst_pct is not None else ""
+    noise = f"; pooled noise of {df} degrees of freedom"
+    skipped = f"; {len(lacking)} cases without values for both versions left out" if lacking else ""
+    return result(status, message + worst_text + noise + skipped, worst_pct), list(found.values())

@@ -1,0 +1,146 @@
+"""Per-case checks (`per_case: true`): a regression confined to a few cases fails the gate and names them.
+
+The statistics (gate/_decide/per_case.py) are checked against scipy and by seeded simulation; the CLI test runs a
+candidate that is slower on one case only, through the real simulator.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from conftest import Project
+from pydantic import ValidationError
+
+from gate._config.schema import CheckConfig
+from gate._decide.per_case import decide_per_case, t_sf
+from gate._traces.rows import TraceRow
+
+
+@pytest.mark.parametrize("df", [1, 3, 12, 80, 700])
+def test_t_tail_matches_scipy(df: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for t in (-3.0, -0.5, 0.0, 0.7, 1.96, 3.5, 8.0):
+        assert t_sf(t, df) == pytest.approx(float(stats.t.sf(t, df)), rel=1e-9, abs=1e-14)
+
+
+def _rows(
+    rng: random.Random, cases: int, repeats: int, factors: dict[int, float], sigma: float = 0.3
+) -> list[TraceRow]:
+    rows = []
+    for i in range(cases):
+        level = math.exp(rng.gauss(4, 0.5))  # cases differ in level; the versions share it
+        for variant in ("baseline", "candidate"):
+            factor = factors.get(i, 1.0) if variant == "candidate" else 1.0
+            for j in range(repeats):
+                value = level * factor * math.exp(rng.gauss(0, sigma))
+                rows.append(TraceRow(f"{variant}-{i}-{j}", variant, f"c{i}", j, {"latency_ms": value}))
+    return rows
+
+
+CHECK = CheckConfig(metric="latency_ms/mean", max_increase_pct=100, per_case=True)
+
+
+def _decide(rows: list[TraceRow]) -> tuple[str, set[str]]:
+    result, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset())
+    return result.status, {r.case_id for r in found}
+
+
+def test_three_of_forty_cases_three_times_slower_are_found_and_named() -> None:
+    # 3 of 40 cases 3x slower, per-call noise sigma 0.3 on the log scale, 10 runs a case (the adaptive cap):
+    # 91.3% of 300 seeded runs failed in a longer simulation; here >= 80 of 100, and never a case that did not change.
+    rng = random.Random(17)
+    bad = {"c0", "c1", "c2"}
+    failed = 0
+    for _ in range(100):
+        status, named = _decide(_rows(rng, 40, 10, {0: 3.0, 1: 3.0, 2: 3.0}))
+        failed += status == "fail"
+        assert named <= bad, named
+    assert failed >= 80
+
+
+def test_cases_exactly_at_the_bound_false_fail_at_most_alpha() -> None:
+    # The hardest null: every case exactly 2x slower against max_increase_pct 100. BH keeps any-false-fail at 5%;
+    # allow 10% for 200 runs (the 95% interval of a true 5% rate reaches 8.9%).
+    rng = random.Random(5)
+    fails = sum(_decide(_rows(rng, 20, 4, dict.fromkeys(range(20), 2.0)))[0] == "fail" for _ in range(200))
+    assert fails <= 20
+
+
+def test_identical_versions_pass_once_every_case_is_shown_within_the_bound() -> None:
+    rng = random.Random(3)
+    assert _decide(_rows(rng, 10, 10, {}, sigma=0.1))[0] == "pass"
+
+
+def test_one_run_a_case_cannot_decide_and_says_what_it_needs() -> None:
+    result, found = decide_per_case(
+        CHECK, _rows(random.Random(1), 5, 1, {0: 10.0}), None, None, 0.95, "warn", frozenset()
+    )
+    assert (result.status, found) == ("inconclusive", [])
+    assert result.message == (
+        "latency_ms/mean per case: one run per case and version, so the noise within a case is unknown; "
+        "needs 2 or more runs of a case (repeats)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("check", "error"),
+    [
+        (
+            {"metric": "latency_ms/p95", "max_increase_pct": 50, "per_case": True},
+            "per_case compares each case's runs of a measured metric, e.g. latency_ms/mean, not 'latency_ms/p95'",
+        ),
+        (
+            {"metric": "latency_ms/mean", "at_most": 500, "per_case": True},
+            "per_case takes max_increase_pct and/or max_decrease_pct (a ratio per case)",
+        ),
+    ],
+)
+def test_per_case_refuses_checks_it_cannot_decide(check: dict[str, object], error: str) -> None:
+    with pytest.raises(ValidationError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        CheckConfig.model_validate(check)
+
+
+pytestmark = pytest.mark.run_isolation("inline")
+
+
+def test_a_candidate_slower_on_one_case_fails_the_gate_naming_that_case(project: Project) -> None:
+    project.write_config(
+        candidate={"target": "gate_test_apps:slow_on_refunds", "label": "v2"},
+        run={"repeats": 3, "max_repeats": 5, "concurrency": 4, "timeout_s": 30},
+        checks=[
+            {"metric": "latency_ms/mean", "max_increase_pct": 100, "per_case": True},
+            {"metric": "cases_regressed/count", "at_most": 0},
+        ],
+    )
+    result = project.gate("run", "--simulate", "--no-progress")
+    assert result.code == 1, result.stderr
+    checks = {c["metric"]: c for c in result.verdict["checks"]}
+    assert checks["latency_ms/mean"]["status"] == "fail"
+    assert checks["latency_ms/mean"]["message"].startswith("latency_ms/mean per case: ")
+    assert "q2" in checks["latency_ms/mean"]["message"]  # "How long does a refund take?"
+    refund = next(r for r in result.verdict["regressions"] if r["case_id"] == "q2")
+    assert refund["rule"] == "latency_ms/mean_per_case_max_increase_pct"
+    assert refund["detail"].startswith("latency_ms rose ") and "limit +100%" in refund["detail"]
+    assert len(refund["candidate_trace_ids"]) >= 3
+    assert checks["cases_regressed/count"]["status"] == "fail"
+
+
+def test_an_adaptive_run_decides_at_three_looks_spending_five_percent_in_all() -> None:
+    from gate._decide.per_case import look_alpha, looks
+
+    assert looks(1, 10) == [4, 7, 10]
+    assert looks(3, 3) == [3] and looks(1, 1) == [1]
+    spent = [look_alpha(0.05, (runs, 1, 10)) for runs in range(1, 11)]
+    assert [runs for runs, a in enumerate(spent, 1) if a is not None] == [4, 7, 10]
+    assert sum(a for a in spent if a is not None) == pytest.approx(0.05)
+    assert spent[3] is not None and spent[3] < 0.005  # O'Brien-Fleming-type: little early, most at the end
+    assert look_alpha(0.05, None) == 0.05  # gate compare / score: one decision
+    result, _ = decide_per_case(
+        CHECK, _rows(random.Random(2), 5, 5, {}), None, None, 0.95, "warn", frozenset(), (5, 1, 10)
+    )
+    assert (result.status, result.message) == (
+        "inconclusive",
+        "latency_ms/mean per case: decided at 7 runs per case (the next look)",
+    )
