@@ -19,7 +19,7 @@ from gate._decide.checks import CheckResult
 from gate._decide.evaluate import Evaluation
 from gate._decide.status import decide, first_errors
 from gate._json import json_safe
-from gate._secrets import redact, redact_uri
+from gate._secrets import redact, redact_uri, secret_values
 from gate._store.recording import WriterChoice
 from gate._traces.rows import CallResult, TraceRow, spent_usd
 from gate._traces.scoring import ScorerStats
@@ -185,6 +185,7 @@ def case_reports(rows: Sequence[TraceRow], cases: Sequence[Case], scores: Sequen
     grouped: dict[tuple[str, str], list[TraceRow]] = {}
     for row in sorted(rows, key=lambda r: r.repeat):
         grouped.setdefault((row.case_id, row.variant), []).append(row)
+    secrets = secret_values()  # once, not once per output: reading the environment is not cheap
 
     def side(runs: list[TraceRow] | None) -> CaseSide | None:
         if not runs:
@@ -197,7 +198,7 @@ def case_reports(rows: Sequence[TraceRow], cases: Sequence[Case], scores: Sequen
         return CaseSide(
             trace_ids=[r.trace_id for r in runs if r.trace_id],
             errors=sum(1 for r in runs if r.values.get("error")),
-            output=redact(output) if output else output,
+            output=redact(output, secrets) if output else output,
             values=values,
         )
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Literal
 
+from gate._metrics import metric_info, split_metric_key
 from gate._verdict.schema import CaseReport, CaseSide, CheckReport, RegressionReport, Verdict
 from gate.reporters._interface import register
 
@@ -21,6 +22,9 @@ _W, _H, _LEFT, _TOP, _BOTTOM = 480, 210, 40, 30, 34  # chart size and margins, i
 _BINS = 20  # histogram bins for continuous metrics
 _CATEGORIES = 10  # at most this many distinct values (0/1 scores, small counts): one bar group per value
 _TAIL = 0.98  # values above this pooled quantile share the last bin, so one slow call keeps the rest readable
+# The intervals chart: width, row height, the plot's left and right ends (metric names to the left), in px
+_IW, _IROW, _IPL, _IPR = 960, 46, 250, 940
+_PAD = 0.15  # each row's scale reaches this share of its span beyond the outermost value, for the numbers
 
 _NONE = '<span class="none">{}</span>'
 _CSS = """
@@ -47,6 +51,10 @@ svg.chart{display:block;width:100%;height:auto}svg text{font-size:11px;fill:#576
 .vals{font-size:12px;color:#57606a;margin:4px 0}.none{color:#6e7781;font-style:italic}
 .err{background:#ffebe9;border:1px solid #cf222e;padding:10px;border-radius:6px}
 footer{margin-top:32px;font-size:12px;color:#57606a}
+svg.intervals{display:block;width:100%;max-width:960px;height:auto}.intervals text.m{font-size:12px;fill:#1f2328}
+.intervals .s-pass{color:#1a7f37}.intervals .s-fail{color:#cf222e}.intervals .s-warn{color:#bf8700}
+.intervals .s-inconclusive{color:#6e7781}.intervals .s-missing{color:#8250df}.intervals .nc{color:#8c959f;opacity:.6}
+.intervals text.why{font-style:italic}
 """
 
 
@@ -139,6 +147,174 @@ def _checks(verdict: Verdict) -> str:
             f"<td>{_interval(c, verdict.confidence)}</td><td>{_e(bound)}</td><td>{badge}{severity}</td></tr>"
         )
     return f'<h2>Checks</h2><table class="checks"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _in_units(value: float | None, ci_of: str | None) -> str:
+    """A number on a row's scale: a signed % or change for deltas, the plain value for the candidate; − for minus."""
+    if value is None or math.isnan(value):
+        return "open"
+    if math.isinf(value):
+        return "+∞" if value > 0 else "−∞"
+    value += 0.0  # no "−0"
+    if ci_of == "delta_pct":
+        text = f"{value:+,.1f}%" if value == 0 or abs(value) >= 1 else f"{value:+.2g}%"
+    else:
+        text = ("+" if ci_of == "delta" and value >= 0 else "") + _num(value)
+    return text.replace("-", "−")
+
+
+def _bound_at(name: str, limit: float, check: CheckReport) -> tuple[float, str] | None:
+    """Where a bound sits on the scale of the check's interval, and its label; None: it is judged on another scale."""
+    of, sign = check.ci_of, (1.0 if name in ("at_most", "max_increase", "max_increase_pct") else -1.0)
+    if not math.isfinite(limit):
+        return None
+    if name in ("at_most", "at_least") and of == "candidate":
+        return limit, f"{'≤' if sign > 0 else '≥'} {limit:g}"
+    way = "+" if sign > 0 else "−"
+    if limit == 0 and (name, of) in (("max_increase", "delta"), ("max_decrease", "delta")):
+        return 0.0, f"no {'rise' if sign > 0 else 'fall'}"
+    if name in ("max_increase", "max_decrease") and of == "delta":
+        return sign * limit, f"{way}{limit:g}"
+    if name in ("max_increase_pct", "max_decrease_pct") and of == "delta_pct":
+        return sign * limit, f"{way}{limit:g}%" if limit else f"no {'rise' if sign > 0 else 'fall'}"
+    if name in ("max_increase_pct", "max_decrease_pct") and of == "delta" and check.delta_pct is None:
+        return 0.0, f"no {'rise' if sign > 0 else 'fall'} (baseline 0)"  # a % of 0: any change that way breaks it
+    return None
+
+
+def _no_interval(check: CheckReport) -> str | None:
+    """Why a check has no interval to draw, or None when it has one."""
+    prefix = f"{check.metric}: "
+    if check.status == "missing":
+        message = check.message[len(prefix) :] if check.message.startswith(prefix) else check.message
+        return f"missing: {message}"
+    if check.ci_of is None:
+        return f"no interval: counted over cases, not sampled; its value is {_num(check.candidate)}"
+    ends = [e for e in (check.ci_low, check.ci_high) if e is not None and not math.isnan(e)]
+    return None if ends else "no interval in the verdict"
+
+
+def _interval_row(check: CheckReport, top: int) -> str:
+    """One check: its interval (bar; an open end is an arrow), point estimate (dot) and bounds (dark lines)."""
+    of = check.ci_of
+    metric, aggregation = split_metric_key(check.metric)
+    unit = "" if aggregation in ("share", "rate") else metric_info(metric).unit
+    drawn = {name: _bound_at(name, limit, check) for name, limit in check.bound.items()}
+    bounds = ", ".join(
+        at[1] if at else f"{name} {limit:g} (judged on another scale; not drawn)"
+        for (name, limit), at in zip(check.bound.items(), drawn.values(), strict=True)
+    )
+    status = check.status if check.comparable else f"{check.status} (not comparable)"
+    word = check.status if check.comparable else "not comparable"
+    why = _no_interval(check)
+    point = {"delta_pct": check.delta_pct, "delta": check.delta, "candidate": check.candidate}.get(of or "")
+    point = point if point is not None and math.isfinite(point) else None
+    low, high = (None if e is None or math.isnan(e) else e for e in (check.ci_low, check.ci_high))
+    lo_open, hi_open = low is None or math.isinf(low), high is None or math.isinf(high)
+    units = f" {unit}" if unit and of != "delta_pct" else ""
+    shown = _in_units(point, of) if point is not None else ""
+    if why is None:
+        ends = f"{'(' if lo_open else '['}{_in_units(low, of)}, {_in_units(high, of)}{')' if hi_open else ']'}"
+        summary = f"{shown} {ends}{units}".strip()
+        scale = {
+            "delta_pct": f"{shown or '%'} change",
+            "delta": f"{shown}{units} change" if shown else f"change{units}",
+            "candidate": f"candidate {shown}{units}" if shown else f"candidate{units}",
+        }[of or "candidate"]
+        hidden = sum(b is None for b in drawn.values())
+        sub = f"{word} · {scale}" + (f" · {hidden} bound{'s' * (hidden > 1)} on another scale" if hidden else "")
+    else:
+        summary, sub = why, word
+    title = f"{check.metric}: {summary} vs bound{'s' * (len(check.bound) > 1)} {bounds or 'none'}: {status}"
+    css = f"s-{check.status}" + ("" if check.comparable else " nc")
+    mid = top + 22
+    out = [
+        f'<g class="row {_e(css)}" role="img"><title>{_e(title)}</title>'
+        f'<text class="m" x="8" y="{top + 19:.0f}">{_e(_clip(check.metric, 36))}</text>'
+        f'<text x="8" y="{top + 35:.0f}">{_e(sub)}</text>'
+    ]
+    if why is not None:
+        out.append(f'<text class="why" x="{_IPL}" y="{mid + 4:.0f}">{_e(_clip(why, 110))}</text></g>')
+        return "".join(out)
+    at = {name: b for name, b in drawn.items() if b is not None}
+    finite = [v for v in (low, high, point) if v is not None and math.isfinite(v)]
+    finite += [b[0] for b in at.values()] + ([0.0] if of != "candidate" else [])
+    lo, hi = min(finite, default=0.0), max(finite, default=0.0)
+    if hi == lo:
+        lo, hi = lo - (abs(lo) / 2 or 0.5), hi + (abs(hi) / 2 or 0.5)
+    lo, hi = lo - _PAD * (hi - lo), hi + _PAD * (hi - lo)
+
+    def x(value: float | None, open_at: float) -> float:
+        if value is None or math.isinf(value):
+            return open_at
+        return _IPL + (value - lo) / (hi - lo) * (_IPR - _IPL)
+
+    x_lo, x_hi = x(low, _IPL), x(high, _IPR)
+    out.append(f'<line class="track" x1="{_IPL}" x2="{_IPR}" y1="{mid}" y2="{mid}" stroke="#eaeef2"/>')
+    if of != "candidate":
+        z = x(0.0, _IPL)
+        out.append(
+            f'<line class="zero" x1="{z:.1f}" x2="{z:.1f}" y1="{top + 12}" y2="{top + 32}" stroke="#8c959f" '
+            'stroke-dasharray="2 2"/>'
+        )
+    bar_lo, bar_hi = (_IPL + 7 if lo_open else x_lo), (_IPR - 7 if hi_open else x_hi)  # an arrow ends an open side
+    width = max(bar_hi - bar_lo, 2.0)
+    out.append(
+        f'<rect class="ci" x="{bar_lo:.1f}" y="{mid - 4}" width="{width:.1f}" height="8" fill="currentColor" '
+        'fill-opacity=".35"/>'
+    )
+    for is_open, edge, tip in ((lo_open, _IPL, 7), (hi_open, _IPR, -7)):
+        if is_open:
+            out.append(
+                f'<polygon class="open" points="{edge},{mid} {edge + tip},{mid - 6} {edge + tip},{mid + 6}" '
+                'fill="currentColor"/>'
+            )
+    for name, (value, label) in at.items():
+        bx = x(value, _IPL)
+        out.append(
+            f'<line class="bound" data-bound="{_e(name)}" x1="{bx:.1f}" x2="{bx:.1f}" y1="{top + 12}" '
+            f'y2="{top + 32}" stroke="#1f2328" stroke-width="2"/>'
+            f'<text x="{min(max(bx, _IPL + 30), _IPR - 30):.1f}" y="{top + 10}" text-anchor="middle">{_e(label)}</text>'
+        )
+    if point is not None:
+        out.append(
+            f'<circle class="pt" cx="{x(point, _IPL):.1f}" cy="{mid}" r="5" fill="currentColor" stroke="#fff" '
+            'stroke-width="1.5"/>'
+        )
+    lo_text, hi_text = _in_units(low, of), _in_units(high, of)
+    if lo_text == hi_text and not (lo_open or hi_open):  # a point interval: one number, not the same twice
+        out.append(f'<text class="ends" x="{x_lo:.1f}" y="{top + 41}" text-anchor="middle">{_e(lo_text)}</text></g>')
+    else:
+        out.append(
+            f'<text class="lo" x="{x_lo - 3 * (not lo_open):.1f}" y="{top + 41}" '
+            f'text-anchor="{"start" if lo_open else "end"}">{_e(lo_text)}</text>'
+            f'<text class="hi" x="{x_hi + 3 * (not hi_open):.1f}" y="{top + 41}" '
+            f'text-anchor="{"end" if hi_open else "start"}">{_e(hi_text)}</text></g>'
+        )
+    return "".join(out)
+
+
+def _intervals(verdict: Verdict) -> str:
+    """One row per check, each on its own scale: how far inside or outside its bound the interval lies."""
+    if not verdict.checks:
+        return ""
+    height = len(verdict.checks) * _IROW + 8
+    rows = "".join(_interval_row(c, 4 + i * _IROW) for i, c in enumerate(verdict.checks))
+    at = f"one-sided {verdict.confidence:.0%} " if verdict.confidence else ""
+    about = (
+        f"Each check's {at}interval (bar; an arrow is an open end) and point estimate (dot) against its bound "
+        "(dark line), in the units its check is judged in: % change, change, or the candidate's value. Each row has "
+        "its own scale; the dotted line is no change."
+    )
+    return (
+        f'<h2>Intervals</h2><p class="msg">{_e(about)}</p><svg class="intervals" role="group" '
+        f'aria-label="Intervals: each check against its bound" width="{_IW}" height="{height}" '
+        f'viewBox="0 0 {_IW} {height}">{rows}</svg>'
+    )
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
@@ -318,7 +494,15 @@ def render_html(verdict: Verdict) -> str:
     if verdict.status == "error" or verdict.error:
         error = f'<h2>Error: {_e(verdict.reason or "unknown")}</h2><pre class="err">{_e(verdict.error or "")}</pre>'
     body = "".join(
-        [error, _checks(verdict), _charts(verdict), _regressions(verdict), _cases(verdict), _scorers(verdict)]
+        [
+            error,
+            _checks(verdict),
+            _intervals(verdict),
+            _charts(verdict),
+            _regressions(verdict),
+            _cases(verdict),
+            _scorers(verdict),
+        ]
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
