@@ -9,12 +9,16 @@ import random
 import numpy as np
 import pytest
 
+from gate._config.schema import CheckConfig
 from gate._decide import stats
+from gate._decide.checks import decide_check
 from gate._decide.stats import (
     PairedSample,
+    _clopper_pearson_real,
     _weighted_aggregate,
     bootstrap,
     clopper_pearson,
+    clustered_rate_bounds,
     mcnemar_exact,
     quantile_bounds,
 )
@@ -270,3 +274,108 @@ def test_bootstrap_in_blocks_of_replicates_gives_the_same_intervals(
     whole = bootstrap(sample, aggregation, seed=5)
     monkeypatch.setattr(stats, "BLOCK_CELLS", 1000)  # 8 replicates per block
     assert bootstrap(sample, aggregation, seed=5) == whole
+
+
+# --- 0/1 rates with cases as the unit (Korn-Graubard effective sample size) ---
+
+
+def test_clustered_bounds_with_one_repeat_per_case_equal_clopper_pearson() -> None:
+    rng = np.random.default_rng(11)
+    for cases in (1, 7, 40, 120):
+        for rate in (0.0, 0.05, 0.3, 1.0):
+            outcomes = (rng.random(cases) < rate).astype(float).tolist()
+            got = clustered_rate_bounds([[v] for v in outcomes], 0.95)
+            assert (got.low, got.high) == clopper_pearson(int(sum(outcomes)), cases, 0.95)
+            assert got.design_effect == 1.0 and got.effective_calls == cases
+
+
+def test_clustered_bounds_with_errors_spread_evenly_over_cases_equal_clopper_pearson() -> None:
+    # One error in each of 10 cases of 3 repeats, none in 10 others: cases vary less than independent calls
+    # would (design effect below 1), which is truncated to 1, so the interval is the calls-level one.
+    got = clustered_rate_bounds([[1.0, 0.0, 0.0]] * 10 + [[0.0, 0.0, 0.0]] * 10, 0.95)
+    assert (got.low, got.high) == clopper_pearson(10, 60, 0.95)
+    assert got.design_effect == 1.0
+
+
+def test_errors_all_in_one_case_of_ten_give_a_much_wider_upper_bound_than_calls_level_clopper_pearson() -> None:
+    # 10 cases x 10 repeats, case 0 fails every time: calls-level CP(10, 100) says the rate is at most 0.164;
+    # with cases as the unit the design effect is 11 (10/9 x 99/100 x 10), 9.09 effective calls, upper 0.414.
+    got = clustered_rate_bounds([[1.0] * 10] + [[0.0] * 10] * 9, 0.95)
+    _, calls_high = clopper_pearson(10, 100, 0.95)
+    assert calls_high == pytest.approx(0.1637, abs=1e-4)
+    assert got.design_effect == pytest.approx(11.0, rel=1e-12)
+    assert got.effective_calls == pytest.approx(100 / 11, rel=1e-12)
+    assert got.high == pytest.approx(0.4138, abs=1e-4)
+    assert got.low == pytest.approx(0.00397, abs=1e-5)
+
+
+def test_clustered_bounds_with_no_error_or_only_errors_use_every_call() -> None:
+    # Rate 0 or 1: the between-case variance is 0 and says nothing about clustering (n* = n), so at_most 0.02
+    # with no error still needs 149 calls at 95%, however they are spread over cases.
+    for groups in ([[0.0] * 10] * 15, [[0.0] * 3] * 50, [[0.0]] * 149):
+        got = clustered_rate_bounds(groups, 0.95)
+        assert (got.low, got.high) == clopper_pearson(0, len(groups) * len(groups[0]), 0.95)
+        assert got.high <= 0.02
+    assert clustered_rate_bounds([[0.0] * 4] * 37, 0.95).high > 0.02  # 148 calls
+    everything = clustered_rate_bounds([[1.0] * 4] * 5, 0.95)
+    assert (everything.low, everything.high) == clopper_pearson(20, 20, 0.95)
+
+
+def test_a_single_case_with_both_outcomes_counts_as_one_call() -> None:
+    got = clustered_rate_bounds([[1.0, 0.0, 0.0, 0.0]], 0.95)
+    assert got.effective_calls == pytest.approx(1.0) and got.design_effect == pytest.approx(4.0)
+    assert got.low < 0.001 and got.high > 0.95
+
+
+@pytest.mark.parametrize(("k", "n"), [(1, 6), (5, 40), (9, 100), (90, 1000), (999, 1000)])
+def test_beta_quantile_bounds_at_integer_counts_equal_the_binomial_tail_bounds(k: int, n: int) -> None:
+    low, high = _clopper_pearson_real(float(k), float(n), 0.95)
+    want_low, want_high = clopper_pearson(k, n, 0.95)
+    assert low == pytest.approx(want_low, rel=1e-9)
+    assert high == pytest.approx(want_high, rel=1e-9)
+
+
+def test_clustered_bounds_without_calls_raise() -> None:
+    with pytest.raises(ValueError, match="no trials"):
+        clustered_rate_bounds([[], []], 0.95)
+
+
+def test_a_few_bad_cases_leave_error_rate_at_most_inconclusive_with_the_design_effect_in_the_message() -> None:
+    # 2 of 10 cases fail all 10 repeats: calls-level CP(20, 100) has lower bound 0.137 > 0.1 (it failed), but
+    # which cases were drawn is most of the uncertainty: with cases as the unit the interval is [0.032, 0.525].
+    candidate = [[1.0] * 10] * 2 + [[0.0] * 10] * 8
+    result = decide_check(
+        CheckConfig(metric="error/rate", at_most=0.1),
+        PairedSample(candidate, candidate),
+        0.2,
+        0.2,
+        0.95,
+        "warn",
+    )
+    assert clopper_pearson(20, 100, 0.95)[0] > 0.1
+    assert result.status == "inconclusive"
+    assert result.ci_low == pytest.approx(0.0323, abs=1e-4)
+    assert result.message == (
+        "error/rate unchanged (0.2 → 0.2), limit ≤ 0.1: inconclusive (candidate in [0.03234, 0.525] at 95%, "
+        "cases as the unit, design effect 11.0, 10 cases)"
+    )
+
+
+def test_clustered_aa_false_fails_stay_under_8_percent_where_calls_level_clopper_pearson_exceeds_10() -> None:
+    # Population error rate 0.09 against at_most 0.1; 9% of cases always fail, the rest never; each run draws
+    # 30 cases and repeats each 10 times. Exactly (binomial over the number of failing cases): the calls-level
+    # rule false-fails 28.3% of runs, the case-level one 1.5%; at 400 runs a standard error is 2.3 and 0.6 points,
+    # so both asserts hold by 6 standard errors or more (this seed: 24.5% and 0.75%).
+    rng = np.random.default_rng(2026)
+    runs, old_fails, new_fails = 400, 0, 0
+    calls_level: dict[int, float] = {}
+    for _ in range(runs):
+        bad = rng.random(30) < 0.09
+        groups = [[1.0 if b else 0.0] * 10 for b in bad]
+        k = int(bad.sum()) * 10
+        if k not in calls_level:
+            calls_level[k] = clopper_pearson(k, 300, 0.95)[0]
+        old_fails += calls_level[k] > 0.1
+        new_fails += clustered_rate_bounds(groups, 0.95).low > 0.1
+    assert old_fails / runs > 0.10
+    assert new_fails / runs <= 0.08

@@ -13,7 +13,15 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from gate._config.schema import CheckConfig
-from gate._decide.stats import Estimate, PairedSample, bootstrap, clopper_pearson, mcnemar_exact, quantile_bounds
+from gate._decide.stats import (
+    ClusteredRate,
+    Estimate,
+    PairedSample,
+    bootstrap,
+    clustered_rate_bounds,
+    mcnemar_exact,
+    quantile_bounds,
+)
 from gate._metrics import metric_info, split_metric_key
 
 __all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
@@ -43,6 +51,7 @@ class CheckResult:
     on_inconclusive: Literal["fail", "warn", "pass"] | None = None
     default: bool = False  # added by the gate (GateConfig.default_checks), not written in the config
     comparable: bool = True  # False: a time-sensitive metric of versions not measured together (evaluate)
+    slice: str | None = None  # the cases it was decided on, when not all: "tag=refund" (evaluate)
 
 
 def _fmt(value: float) -> str:
@@ -212,11 +221,14 @@ def decide_check(
         return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
     metric, aggregation = split_metric_key(check.metric)
     est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
+    clustered: ClusteredRate | None = None
     if metric_info(metric).binary and aggregation in ("rate", "mean"):
         # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
-        # vanishes from a third of resamples; the exact binomial interval does neither.
+        # vanishes from a third of resamples; the exact binomial interval does neither. Its unit is the case:
+        # repeats of one case are not independent calls (Korn-Graubard effective sample size, in stats.py).
         outcomes = [v for values in sample.candidate for v in values]
-        low, high = clopper_pearson(int(sum(outcomes)), len(outcomes), confidence)
+        clustered = clustered_rate_bounds(sample.candidate, confidence)
+        low, high = clustered.low, clustered.high
         if not any(outcomes):
             high = 0.0 if point.bound.get("at_most") == 0 else high  # "at most 0" asks that none be seen
         if all(outcomes):
@@ -249,6 +261,9 @@ def decide_check(
     unit = "%" if ci_of == "delta_pct" else ""
     sign = "+" if ci_of != "candidate" else ""
     interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {confidence:.0%}"
+    # Unpaired, each group is one trace: there are no cases, and the interval is the calls-level one.
+    if clustered is not None and clustered.mixed and ci_of == "candidate" and sample.paired:
+        interval += f", cases as the unit, design effect {clustered.design_effect:.1f}"
     limits = _limits(point.bound)
     tail = {
         "pass": f"within {limits} ({interval})",

@@ -22,7 +22,16 @@ if TYPE_CHECKING:
 
     Floats = NDArray[np.float64]
 
-__all__ = ["DEFAULT_RESAMPLES", "Estimate", "PairedSample", "bootstrap", "clopper_pearson", "mcnemar_exact"]
+__all__ = [
+    "DEFAULT_RESAMPLES",
+    "ClusteredRate",
+    "Estimate",
+    "PairedSample",
+    "bootstrap",
+    "clopper_pearson",
+    "clustered_rate_bounds",
+    "mcnemar_exact",
+]
 
 DEFAULT_RESAMPLES = 2000
 BLOCK_CELLS = 2_000_000  # cells of one (replicates × calls) matrix: bounds the bootstrap's memory (16 MB each)
@@ -209,6 +218,117 @@ def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
     else:
         upper = solve(lambda p: alpha - (1 - _binom_tail_ge(k + 1, n, p)))
     return lower, upper
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) for a, b > 0, by its continued fraction (modified Lentz).
+
+    The fraction converges fast for x below (a + 1) / (a + b + 2); above that point the symmetry
+    I_x(a, b) = 1 - I_{1-x}(b, a) is used instead.
+    """
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 10_000):
+        for coefficient in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),  # even step
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),  # odd step
+        ):
+            d = 1.0 + coefficient * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + coefficient / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def _bisect(f: Callable[[float], float]) -> float:
+    """The root in (0, 1) of an increasing ``f``, to ~1e-18."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if f(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _clopper_pearson_real(x: float, n: float, confidence: float) -> tuple[float, float]:
+    """Clopper-Pearson's bounds written as beta quantiles, which also take a non-integer count ``x`` of ``n``.
+
+    For integers they are the binomial-tail bounds of ``clopper_pearson``: P(X >= k) = I_p(k, n - k + 1).
+    Needs 0 < x < n.
+    """
+    alpha = 1 - confidence
+    lower = _bisect(lambda p: _betainc(x, n - x + 1, p) - alpha)
+    upper = _bisect(lambda p: _betainc(x + 1, n - x, p) - (1 - alpha))
+    return lower, upper
+
+
+@dataclass(frozen=True)
+class ClusteredRate:
+    """Bounds of a 0/1 rate with cases as the unit, and the numbers behind them."""
+
+    low: float
+    high: float
+    successes: int  # k: the outcomes that are 1
+    calls: int  # n: the outcomes
+    cases: int  # G: the cases with at least one outcome
+    design_effect: float  # >= 1: how many calls are worth one independent call
+    effective_calls: float  # n* = n / design_effect, at most n
+
+    @property
+    def mixed(self) -> bool:
+        """Whether both outcomes were seen: only then does the case structure say anything (0 < k < n)."""
+        return 0 < self.successes < self.calls
+
+
+def clustered_rate_bounds(groups: Sequence[Sequence[float]], confidence: float) -> ClusteredRate:
+    """One-sided bounds at ``confidence`` for a 0/1 rate whose outcomes come in cases (Korn & Graubard 1998).
+
+    ``groups[i]`` holds the outcomes (0 or 1) of case i's repeats. The cases are taken as a sample of the
+    app's inputs and the repeats as units within them, so outcomes of one case are not independent:
+    Clopper-Pearson is evaluated at the effective sample size n* = n / deff, with x* = p·n* successes, where
+    the design effect deff compares the between-case (linearisation) variance of the rate,
+    G/(G-1) · Σ_i (y_i - p·m_i)² / n², with the variance p(1-p)/(n-1) that n independent calls would give.
+    Both carry their usual small-sample factor, so one repeat per case gives deff = 1 exactly and the
+    calls-level interval of ``clopper_pearson``. deff is truncated at 1 (n* at most n). When the rate is 0 or 1
+    the between-case variance is 0 and says nothing about clustering: n* = n. With a single case (and a rate
+    strictly between 0 and 1) the between-case variance cannot be estimated and the case counts as one call.
+    """
+    counts = [(round(sum(values)), len(values)) for values in groups if len(values) > 0]
+    cases = len(counts)
+    n = sum(m for _, m in counts)
+    k = sum(y for y, _ in counts)
+    if n == 0:
+        raise ValueError("no trials")
+    if k in (0, n):
+        low, high = clopper_pearson(k, n, confidence)
+        return ClusteredRate(low, high, k, n, cases, 1.0, float(n))
+    # deff = [G/(G-1) · S/n⁴] / [k(n-k) / (n²(n-1))] with S = Σ (n·y_i - k·m_i)²: compared in integers, so
+    # that no clustering (deff <= 1: one repeat per case, or errors spread more evenly than chance would spread
+    # them) takes exactly the calls-level path.
+    squares = sum((n * y - k * m) ** 2 for y, m in counts)
+    numerator = cases * (n - 1) * squares
+    denominator = (cases - 1) * n * n * k * (n - k)
+    if cases > 1 and numerator <= denominator:
+        low, high = clopper_pearson(k, n, confidence)
+        return ClusteredRate(low, high, k, n, cases, 1.0, float(n))
+    design_effect = float(n) if cases == 1 else numerator / denominator
+    effective = n / design_effect
+    low, high = _clopper_pearson_real(k / n * effective, effective, confidence)
+    return ClusteredRate(low, high, k, n, cases, design_effect, effective)
 
 
 def quantile_bounds(values: Sequence[float], q: float, confidence: float) -> tuple[float, float]:
