@@ -189,7 +189,9 @@ def compare(options: CompareOptions) -> Verdict:
         cases = _cases_for(paired, dataset, collected)
         golden = frozenset(c.id for c in dataset if c.golden)
         apart = recorded_apart(collected.seen)
-        evaluation = evaluate(config, paired.rows, golden, paired=paired.pair_by != "none", not_together=apart)
+        evaluation = evaluate(
+            config, paired.rows, golden, paired=paired.pair_by != "none", not_together=apart, cases=cases
+        )
     shards = sorted({key.split(":")[1] for key in chosen_runs}, key=lambda s: int(s.split("/")[0]))
     versions = {
         v: VersionSource(

@@ -180,14 +180,14 @@ def run_gate(
             session.run_round(range(config.run.repeats))
             stale = _stale(options.baseline_from)
             look = (session.repeats, config.run.repeats, config.max_repeats())
-            evaluation = evaluate(config, session.rows, golden, not_together=stale, look=look)
+            evaluation = evaluate(config, session.rows, golden, not_together=stale, look=look, cases=cases)
             # Adaptive repeats: one more repeat of every case per round while a check is undecided and caps allow.
             while (stopped_because := session.why_stop(evaluation)) is None:
                 session.run_round(range(session.repeats, session.repeats + 1))
                 # fresh resamples per look
                 look = (session.repeats, config.run.repeats, config.max_repeats())
                 evaluation = evaluate(
-                    config, session.rows, golden, seed=session.rounds, not_together=stale, look=look
+                    config, session.rows, golden, seed=session.rounds, not_together=stale, look=look, cases=cases
                 )
         except KeyboardInterrupt as exc:
             flush_traces(deadline_s=3.0)  # inline: this process's traces; workers write theirs as they stop

@@ -120,7 +120,7 @@ def score_session(options: ScoreOptions) -> Verdict:
             config.run.concurrency,
             stats,
         )
-        evaluation = evaluate(config, rows, frozenset(c.id for c in cases if c.golden))
+        evaluation = evaluate(config, rows, frozenset(c.id for c in cases if c.golden), cases=cases)
     calls = {v: sum(r.call.variant == v for r in results) for v in VARIANTS}
     return build_verdict(
         Gathered(

@@ -298,6 +298,16 @@ class CheckConfig(_Strict):
         description="decide the bound for every case on its own (its repeats), failing when any case is beyond it; "
         "docs/design/statistics.md",
     )
+    where: dict[str, str] | None = Field(
+        None,
+        description="only the cases in this slice: {tag: refund} (the case has that tag) and/or "
+        "{inputs.lang: de} (that input, as text, equals the value); every entry must hold",
+    )
+    per_slice: str | None = Field(
+        None,
+        description="decide the check for every slice of cases: 'tags' (one slice per tag) or 'inputs.NAME' (one "
+        "per value of that input); the worst slice decides, each at confidence adjusted for the number of slices",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -320,6 +330,18 @@ class CheckConfig(_Strict):
             raise ValueError(f"'rate' is the share of 1s in a 0/1 metric; '{metric}' is not 0/1, use mean or pNN")
         if info.binary and aggregation not in ("rate", "mean", "sum", "min", "max"):
             raise ValueError(f"'{metric}' is 0/1; use '{metric}/rate' instead of '{self.metric}'")
+        for key in self.where or {}:
+            if key != "tag" and not (key.startswith("inputs.") and len(key) > len("inputs.")):
+                raise ValueError(f"where: unknown key '{key}'; use tag or inputs.NAME (e.g. where: {{tag: refund}})")
+        if self.where is not None and not self.where:
+            raise ValueError("where: {} selects every case; leave it out, or give tag / inputs.NAME")
+        if self.per_slice is not None:
+            if self.per_slice != "tags" and not (
+                self.per_slice.startswith("inputs.") and len(self.per_slice) > len("inputs.")
+            ):
+                raise ValueError(f"per_slice: '{self.per_slice}'; use tags or inputs.NAME (e.g. per_slice: tags)")
+            if self.per_case:
+                raise ValueError("per_slice with per_case: per_case already decides every case; use one")
         if self.per_case:
             if info.per_case or info.binary or aggregation != "mean":
                 raise ValueError(

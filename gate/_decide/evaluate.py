@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gate._config.schema import VARIANTS, GateConfig, Variant
+from gate._config.dataset import Case
+from gate._config.schema import VARIANTS, CheckConfig, GateConfig, Variant
 from gate._decide.checks import CheckResult, decide_check, evaluate_check
 from gate._decide.per_case import decide_per_case
 from gate._decide.regressions import (
@@ -57,6 +60,7 @@ def evaluate(
     paired: bool = True,
     not_together: str | None = None,
     look: tuple[int, int, int] | None = None,
+    cases: Sequence[Case] = (),
 ) -> Evaluation:
     """Compute metrics for both versions and decide every check.
 
@@ -66,6 +70,7 @@ def evaluate(
     ``TIME_SENSITIVE`` metrics are then inconclusive and not comparable, whatever their numbers say, since a change
     in the provider's speed between the two recordings would read as the candidate's. ``look``: (runs per case so
     far, runs in the first round, the cap) in an adaptive run, for checks that spend their error across looks.
+    ``cases`` give the tags and inputs that ``where:`` and ``per_slice:`` select cases by.
     """
     keys = _metric_keys(config)
     metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
@@ -74,51 +79,20 @@ def evaluate(
     n_cases = len(
         {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
     )
+    context = _Context(config, golden, paired, look, seed, metrics)
     # Per-case checks first: the cases they find are regressions, which cases_regressed checks count.
-    per_case: dict[int, CheckResult] = {}
+    decided: dict[int, CheckResult] = {}
     for index, check in enumerate(config.checks):
         if check.per_case and paired:
-            per_case[index], found = decide_per_case(
-                check,
-                rows,
-                metrics["baseline"].get(check.metric),
-                metrics["candidate"].get(check.metric),
-                config.confidence,
-                config.on_inconclusive,
-                golden,
-                look,
-            )
+            decided[index], found = _sliced(check, index, rows, cases, regressions, context)
             known = {(r.case_id, r.rule) for r in regressions}
             regressions += [r for r in found if (r.case_id, r.rule) not in known]
     regressions.sort(key=lambda r: (not r.golden, r.case_id))
     checks = []
     defaults = config.default_checks()
     for index, check in enumerate([*config.checks, *defaults]):
-        metric, aggregation = split_metric_key(check.metric)
-        if index in per_case:
-            checks.append(per_case[index])
-            continue
-        if (metric_info(metric).per_case or check.per_case) and not paired:
-            result = evaluate_check(check, None, None)
-            why = f"{check.metric}: counts cases made worse, which needs the same cases in both versions (pair_by)"
-            checks.append(dataclasses.replace(result, status="missing", message=why))
-            continue
-        if metric_info(metric).per_case:
-            count = float(len({r.case_id for r in regressions}))  # cases, not rules: one case may break several
-            value = count if aggregation == "count" else (count / n_cases if n_cases else math.nan)
-            checks.append(evaluate_check(check, None, None if math.isnan(value) else value))
-            continue
-        sample = paired_sample(rows, metric) if paired else unpaired_sample(rows, metric)
         checks.append(
-            decide_check(
-                check,
-                sample,
-                metrics["baseline"].get(check.metric),
-                metrics["candidate"].get(check.metric),
-                config.confidence,
-                config.on_inconclusive,
-                seed=seed + index,
-            )
+            decided[index] if index in decided else _sliced(check, index, rows, cases, regressions, context)[0]
         )
     for position in range(len(checks) - len(defaults), len(checks)):  # only a decided rise fails a default check
         added = checks[position]
@@ -128,6 +102,153 @@ def evaluate(
     if not_together is not None:
         checks = [_not_comparable(c, not_together) if _time_sensitive(c) else c for c in checks]
     return Evaluation(metrics, checks, regressions, unpaired, n_cases)
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: GateConfig
+    golden: frozenset[str]
+    paired: bool
+    look: tuple[int, int, int] | None
+    seed: int
+    metrics: dict[Variant, dict[str, float | None]]  # over every case: what an unsliced check compares
+
+
+def slices(check: CheckConfig, cases: Sequence[Case]) -> list[tuple[str | None, frozenset[str]]]:
+    """The slices of cases a check is decided on: (name, case ids); one unnamed slice of every case by default."""
+    if not check.where and not check.per_slice:
+        return [(None, frozenset())]
+    chosen = [c for c in cases if _matches(c, check.where or {})]
+    where = ", ".join(f"{k}={v}" for k, v in (check.where or {}).items())
+    if not check.per_slice:
+        return [(where, frozenset(c.id for c in chosen))]
+    groups: dict[str, set[str]] = {}
+    for case in chosen:
+        if check.per_slice == "tags":
+            for tag in case.tags:
+                groups.setdefault(f"tag={tag}", set()).add(case.id)
+        else:
+            name = check.per_slice.removeprefix("inputs.")
+            if name in case.inputs:
+                groups.setdefault(f"{check.per_slice}={_text(case.inputs[name])}", set()).add(case.id)
+    prefix = f"{where}, " if where else ""
+    return [(f"{prefix}{name}", frozenset(ids)) for name, ids in sorted(groups.items())] or [
+        (f"{prefix}{check.per_slice}", frozenset())
+    ]
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _matches(case: Case, where: dict[str, str]) -> bool:
+    for key, value in where.items():
+        if key == "tag":
+            if value not in case.tags:
+                return False
+        elif _text(case.inputs.get(key.removeprefix("inputs."))) != value:
+            return False
+    return True
+
+
+_RANK = {"fail": 0, "warn": 1, "missing": 2, "inconclusive": 3, "pass": 4}
+
+
+def _sliced(
+    check: CheckConfig,
+    index: int,
+    rows: Sequence[TraceRow],
+    cases: Sequence[Case],
+    regressions: Sequence[Regression],
+    context: _Context,
+) -> tuple[CheckResult, list[Regression]]:
+    """A check decided on each of its slices (each at the confidence Bonferroni leaves it); the worst decides."""
+    chosen = slices(check, cases)
+    alpha = (1 - context.config.confidence) / len(chosen)
+    results: list[tuple[CheckResult, list[Regression]]] = []
+    for name, ids in chosen:
+        if name is None:
+            results.append(_decide(check, index, rows, regressions, 1 - alpha, context, whole=True))
+            continue
+        mine = [r for r in rows if r.case_id in ids]
+        if not mine:
+            result = dataclasses.replace(
+                evaluate_check(check, None, None),
+                status="missing",
+                message=f"{check.metric} [{name}]: no case in this slice has traces; check the tags or inputs",
+                slice=name,
+            )
+            results.append((result, []))
+            continue
+        result, found = _decide(check, index, mine, [r for r in regressions if r.case_id in ids], 1 - alpha, context)
+        results.append((dataclasses.replace(result, message=f"[{name}] {result.message}", slice=name), found))
+    worst, _ = min(results, key=lambda pair: _RANK[pair[0].status])
+    if len(results) > 1:
+        counts = Counter(r.status for r, _ in results)
+        tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: _RANK[kv[0]]))
+        worst = dataclasses.replace(
+            worst, message=f"{worst.message}; worst of {len(results)} slices ({tally}), each at {1 - alpha:.4g}"
+        )
+    return worst, [r for _, found in results for r in found]
+
+
+def _points(
+    check: CheckConfig, rows: Sequence[TraceRow], context: _Context, whole: bool
+) -> tuple[float | None, float | None]:
+    """Both versions' value of the check's metric over these rows."""
+    if whole and check.metric in context.metrics["baseline"]:
+        return context.metrics["baseline"].get(check.metric), context.metrics["candidate"].get(check.metric)
+    b, c = (compute_metrics([r.values for r in rows if r.variant == v], [check.metric]) for v in VARIANTS)
+    return b.get(check.metric), c.get(check.metric)
+
+
+def _decide(
+    check: CheckConfig,
+    index: int,
+    rows: Sequence[TraceRow],
+    regressions: Sequence[Regression],
+    confidence: float,
+    context: _Context,
+    whole: bool = False,
+) -> tuple[CheckResult, list[Regression]]:
+    """One check on these rows (``whole``: every row, whose metrics the context holds)."""
+    config, paired = context.config, context.paired
+    metric, aggregation = split_metric_key(check.metric)
+    if check.per_case and paired:
+        baseline, candidate = _points(check, rows, context, whole)
+        return decide_per_case(
+            check,
+            rows,
+            baseline,
+            candidate,
+            confidence,
+            config.on_inconclusive,
+            context.golden,
+            context.look,
+        )
+    if (metric_info(metric).per_case or check.per_case) and not paired:
+        result = evaluate_check(check, None, None)
+        why = f"{check.metric}: counts cases made worse, which needs the same cases in both versions (pair_by)"
+        return dataclasses.replace(result, status="missing", message=why), []
+    if metric_info(metric).per_case:
+        n_cases = len(
+            {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
+        )
+        count = float(len({r.case_id for r in regressions}))  # cases, not rules: one case may break several
+        value = count if aggregation == "count" else (count / n_cases if n_cases else math.nan)
+        return evaluate_check(check, None, None if math.isnan(value) else value), []
+    sample = paired_sample(rows, metric) if paired else unpaired_sample(rows, metric)
+    baseline, candidate = _points(check, rows, context, whole)
+    result = decide_check(
+        check,
+        sample,
+        baseline,
+        candidate,
+        confidence,
+        config.on_inconclusive,
+        seed=context.seed + index,
+    )
+    return result, []
 
 
 def _time_sensitive(check: CheckResult) -> bool:

@@ -98,6 +98,10 @@ class CheckReport(_Out):
     n_pairs: int | None = Field(None, description="cases with values for both versions")
     on_inconclusive: Literal["fail", "warn", "pass"] | None = None
     default: bool = Field(False, description="a check the gate adds (guard_errors), not one of the config's")
+    slice: str | None = Field(
+        None,
+        description="the cases the check was decided on, when not all (where:, or the deciding slice of per_slice:)",
+    )
     comparable: bool = Field(
         True,
         description="false: a time-sensitive metric (latency) of versions whose traces were not recorded together "
