@@ -69,8 +69,9 @@ def render_markdown(verdict: Verdict) -> str:
         lines += ["| | check | baseline | candidate | delta | interval | bound |", "|---|---|---:|---:|---:|---|---|"]
         for check in verdict.checks:
             status = check.status if check.comparable else "not comparable"
+            where = f" [{md_escape(check.slice)}]" if check.slice else ""
             lines.append(
-                f"| {_ICON[check.status]} {status} | `{check.metric}` | {_num(check.baseline)} | "
+                f"| {_ICON[check.status]} {status} | `{check.metric}`{where} | {_num(check.baseline)} | "
                 f"{_num(check.candidate)} | {_delta(check)} | {_interval(check)} | {_bound(check)} |"
             )
         lines.append("")

@@ -48,7 +48,8 @@ def render_summary(verdict: Verdict) -> str:
             )
             bound = ", ".join(f"{k}={v:g}" for k, v in check.bound.items())
             status = check.status if check.comparable else "not comparable"
-            rows.append((status.upper(), check.metric, _num(check.baseline), _num(check.candidate), delta, bound))
+            metric = f"{check.metric} [{check.slice}]" if check.slice else check.metric
+            rows.append((status.upper(), metric, _num(check.baseline), _num(check.candidate), delta, bound))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
