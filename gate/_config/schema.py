@@ -281,6 +281,44 @@ class RunConfig(_Strict):
     )
 
 
+class TradeOffCondition(_Strict):
+    """The other metric's change that buys the relaxed bounds: shown at the check's confidence."""
+
+    metric: str
+    fell_pct_at_least: float | None = Field(None, gt=0, description="e.g. 20: it fell by 20% or more")
+    rose_pct_at_least: float | None = Field(None, gt=0, description="e.g. 10: it rose by 10% or more")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str, info: ValidationInfo) -> str:
+        scorers = (info.context or {}).get("scorers", ())
+        parse_metric_key(value, scorers)
+        if metric_info(split_metric_key(value)[0]).per_case:
+            raise ValueError(f"'{value}' counts cases; a trade-off needs a measured metric such as cost_usd/mean")
+        return value
+
+    @model_validator(mode="after")
+    def _one_change(self) -> TradeOffCondition:
+        if (self.fell_pct_at_least is None) == (self.rose_pct_at_least is None):
+            raise ValueError("give one of fell_pct_at_least or rose_pct_at_least (e.g. fell_pct_at_least: 20)")
+        return self
+
+
+class TradeOff(_Strict):
+    """Looser bounds for a check, applied only when another metric is shown to have changed enough."""
+
+    when: TradeOffCondition
+    at_most: float | None = None
+    at_least: float | None = None
+    max_increase: float | None = Field(None, ge=0)
+    max_decrease: float | None = Field(None, ge=0)
+    max_increase_pct: float | None = Field(None, ge=0)
+    max_decrease_pct: float | None = Field(None, ge=0)
+
+    def bounds(self) -> dict[str, float]:
+        return {name: value for name in BOUNDS if (value := getattr(self, name)) is not None}
+
+
 class CheckConfig(_Strict):
     """A bound on one metric. At least one bound; ``severity: warn`` only reports."""
 
@@ -302,6 +340,11 @@ class CheckConfig(_Strict):
         None,
         description="only the cases in this slice: {tag: refund} (the case has that tag) and/or "
         "{inputs.lang: de} (that input, as text, equals the value); every entry must hold",
+    )
+    trade_off: TradeOff | None = Field(
+        None,
+        description="looser bounds that apply when another metric is shown to have changed enough, e.g. quality "
+        "may fall 1 point if cost falls 20%: {max_decrease: 1, when: {metric: cost_usd/mean, fell_pct_at_least: 20}}",
     )
     per_slice: str | None = Field(
         None,
@@ -342,6 +385,11 @@ class CheckConfig(_Strict):
                 raise ValueError(f"per_slice: '{self.per_slice}'; use tags or inputs.NAME (e.g. per_slice: tags)")
             if self.per_case:
                 raise ValueError("per_slice with per_case: per_case already decides every case; use one")
+        if self.trade_off is not None:
+            if not self.trade_off.bounds():
+                raise ValueError(f"trade_off: no bound given; use one or more of: {', '.join(BOUNDS)}")
+            if self.per_case or info.per_case:
+                raise ValueError("trade_off applies to a check over cases, not to per-case counts or per_case checks")
         if self.per_case:
             if info.per_case or info.binary or aggregation != "mean":
                 raise ValueError(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gate._config.dataset import Case
-from gate._config.schema import VARIANTS, CheckConfig, GateConfig, Variant
+from gate._config.schema import BOUNDS, VARIANTS, CheckConfig, GateConfig, TradeOffCondition, Variant
 from gate._decide.checks import CheckResult, decide_check, evaluate_check
 from gate._decide.per_case import decide_per_case
 from gate._decide.regressions import (
@@ -21,6 +21,7 @@ from gate._decide.regressions import (
     unpaired_cases,
     unpaired_sample,
 )
+from gate._decide.stats import bootstrap
 from gate._metrics import SUMMARY_KEYS, compute_metrics, metric_info, split_metric_key
 from gate._traces.rows import TraceRow
 
@@ -239,6 +240,13 @@ def _decide(
         return evaluate_check(check, None, None if math.isnan(value) else value), []
     sample = paired_sample(rows, metric) if paired else unpaired_sample(rows, metric)
     baseline, candidate = _points(check, rows, context, whole)
+    note = None
+    if check.trade_off is not None:
+        # Two decisions (the condition, then the check under the bounds it selects) share the error: half each.
+        confidence = 1 - (1 - confidence) / 2
+        applied, note = _trade_off(check.trade_off.when, rows, paired, confidence, context.seed + index)
+        chosen = check.trade_off.bounds() if applied else check.bounds()
+        check = check.model_copy(update={**dict.fromkeys(BOUNDS), **chosen, "trade_off": None})
     result = decide_check(
         check,
         sample,
@@ -248,7 +256,32 @@ def _decide(
         config.on_inconclusive,
         seed=context.seed + index,
     )
+    if note is not None:
+        result = dataclasses.replace(result, message=f"{result.message}; {note}")
     return result, []
+
+
+def _trade_off(
+    when: TradeOffCondition, rows: Sequence[TraceRow], paired: bool, confidence: float, seed: int
+) -> tuple[bool, str]:
+    """Whether the other metric is shown (one-sided, at ``confidence``) to have changed as much as the trade-off
+    asks, and a note saying which bounds applied and why."""
+    metric, aggregation = split_metric_key(when.metric)
+    sample = paired_sample(rows, metric) if paired else unpaired_sample(rows, metric)
+    fell = when.fell_pct_at_least is not None
+    amount = when.fell_pct_at_least if fell else when.rose_pct_at_least
+    wanted = f"{when.metric} {'fell' if fell else 'rose'} {amount:g}% or more"
+    if sample.n_pairs == 0:
+        return False, f"trade-off not applied: no data for {when.metric}"
+    change = bootstrap(sample, aggregation, confidence=confidence, seed=seed).delta_pct
+    if change is None:
+        return False, f"trade-off not applied: {when.metric} has a baseline of 0, so no % change"
+    low, high = change
+    shown = high <= -(amount or 0) if fell else low >= (amount or 0)
+    edge = f"at most {high:+.1f}%" if fell else f"at least {low:+.1f}%"
+    if shown:
+        return True, f"trade-off applied: {wanted} (its change is {edge} at {confidence:.1%})"
+    return False, f"trade-off not applied: not shown that {wanted} (its change is {edge} at {confidence:.1%})"
 
 
 def _time_sensitive(check: CheckResult) -> bool:
