@@ -26,7 +26,7 @@ DROP = object()  # a value for config_with(): remove the key
 
 CHECK_KEYS = (
     "metric, at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct,"
-    " severity, on_inconclusive"
+    " severity, on_inconclusive, per_case, where, trade_off, per_slice"
 )
 BOUND_KEYS = "at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct"
 TOP_LEVEL_KEYS = (

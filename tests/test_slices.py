@@ -106,6 +106,24 @@ def test_a_slice_without_cases_is_missing_never_a_pass() -> None:
     assert check.message == "latency_ms/mean [tag=billing]: no case in this slice has traces; check the tags or inputs"
 
 
+def test_a_slice_of_fewer_than_five_cases_cannot_decide_and_says_so() -> None:
+    check = only(
+        evaluate(
+            config(
+                {"metric": "latency_ms/mean", "max_increase_pct": 20, "where": {"tag": "refund", "inputs.lang": "de"}}
+            ),
+            rows(REFUNDS),
+            frozenset(),
+            cases=CASES,
+        )
+    )
+    assert (check.status, check.needs_cases) == ("inconclusive", 5)
+    assert check.message.endswith(
+        "limit +20%: cannot be decided from 4 cases: the case bootstrap needs at least 5 (more repeats cannot stand "
+        "in for cases); add cases"
+    )
+
+
 def test_slices_are_chosen_by_every_where_entry_and_grouped_by_per_slice() -> None:
     both = CheckConfig(metric="latency_ms/mean", max_increase_pct=5, where={"tag": "refund", "inputs.lang": "de"})
     assert slices(both, CASES) == [("tag=refund, inputs.lang=de", frozenset({"q0", "q3", "q6", "q9"}))]
@@ -135,9 +153,11 @@ pytestmark = pytest.mark.run_isolation("inline")
 
 
 def test_a_slice_check_through_the_cli_names_the_slice(project: Project) -> None:
+    # A slice needs 5 cases or more (the case bootstrap's minimum): five refund questions, the others.
+    refunds = [f"Is a refund possible for order {n}?" for n in range(5)]
     cases = [
         {"id": f"q{i}", "inputs": {"question": q}, "tags": ["refund"] if "refund" in q else ["other"]}
-        for i, q in enumerate(QUESTIONS)
+        for i, q in enumerate([*refunds, *QUESTIONS])
     ]
     project.write_config(
         cases=cases,
@@ -149,5 +169,5 @@ def test_a_slice_check_through_the_cli_names_the_slice(project: Project) -> None
     assert result.code == 1, result.stderr
     check = next(c for c in result.verdict["checks"] if c["metric"] == "latency_ms/mean")
     assert (check["status"], check["slice"]) == ("fail", "tag=refund")
-    assert "[tag=refund] latency_ms/mean rose" in check["message"] and "worst of 2 slices" in check["message"]
+    assert "[tag=refund] latency_ms/mean rose" in check["message"] and "worst of 2 slices (1 fail" in check["message"]
     assert re.search(r"FAIL +latency_ms/mean \[tag=refund\] ", result.stderr)  # the terminal summary names the slice

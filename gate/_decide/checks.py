@@ -24,7 +24,15 @@ from gate._decide.stats import (
 )
 from gate._metrics import metric_info, split_metric_key
 
-__all__ = ["CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
+__all__ = ["MIN_CASES", "CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
+
+# The fewest cases a case-bootstrap interval is decided on. With n cases a resample repeats one case throughout with
+# probability n^(1-n): 11% at 3 cases, 1.6% at 4, 0.16% at 5, so below 5 the 5% tail of the bootstrap distribution
+# is made of such degenerate resamples; and the percentile interval is too narrow by about sqrt((n-1)/n) besides
+# (Hesterberg 2015, "What teachers should know about the bootstrap"). Measured: identical versions with one case
+# failed a p95 +5% check in 44.5% of runs, three cases 38.5%, five 19.5% (bench/few_cases.py on the branch
+# stats-few-cases); below MIN_CASES such checks are now inconclusive and say so.
+MIN_CASES = 5
 
 CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
 Decision = Literal["pass", "fail", "inconclusive"]
@@ -52,6 +60,7 @@ class CheckResult:
     default: bool = False  # added by the gate (GateConfig.default_checks), not written in the config
     comparable: bool = True  # False: a time-sensitive metric of versions not measured together (evaluate)
     slice: str | None = None  # the cases it was decided on, when not all: "tag=refund" (evaluate)
+    needs_cases: int | None = None  # undecidable from this few cases: the minimum (repeats cannot help)
 
 
 def _fmt(value: float) -> str:
@@ -251,6 +260,14 @@ def decide_check(
             for b, c in zip(bs, cs, strict=False)
         ]  # by repeat; a timed-out repeat has no pair
         p_value = mcnemar_exact([b for b, _ in pairs], [c for _, c in pairs])
+    # A case bootstrap resamples cases: with fewer than MIN_CASES of them its interval is degenerate (one case: the
+    # single point [x, x]) or far too narrow, so neither a pass nor a fail on it is honest, and repeats cannot help.
+    bootstrapped = ci_of != "candidate" or not (
+        metric_info(metric).binary or aggregation.startswith("p") or aggregation in ("median", "min", "max")
+    )
+    needs_cases = None
+    if bootstrapped and sample.paired and not metric_info(metric).binary and sample.n_pairs < MIN_CASES:
+        decision, needs_cases = "inconclusive", MIN_CASES
     status: CheckStatus
     if decision == "pass":
         status = "pass"
@@ -270,6 +287,11 @@ def decide_check(
         "fail": f"limit {limits} broken ({interval})",
         "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
     }[decision]
+    if needs_cases is not None:
+        tail = (
+            f"limit {limits}: cannot be decided from {sample.n_pairs} case{'s' if sample.n_pairs != 1 else ''}: "
+            f"the case bootstrap needs at least {MIN_CASES} (more repeats cannot stand in for cases); add cases"
+        )
     return replace(
         point,
         status=status,
@@ -280,4 +302,5 @@ def decide_check(
         p_value=p_value,
         n_pairs=sample.n_pairs,
         on_inconclusive=policy,
+        needs_cases=needs_cases,
     )

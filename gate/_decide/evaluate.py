@@ -295,4 +295,8 @@ def _not_comparable(check: CheckResult, why: str) -> CheckResult:
 
 def undecided(evaluation: Evaluation) -> list[CheckResult]:
     """Checks that more repeats could still decide."""
-    return [c for c in evaluation.checks if c.status == "inconclusive" and not c.default and c.comparable]
+    return [
+        c
+        for c in evaluation.checks
+        if c.status == "inconclusive" and not c.default and c.comparable and c.needs_cases is None
+    ]

@@ -102,6 +102,9 @@ class CheckReport(_Out):
         None,
         description="the cases the check was decided on, when not all (where:, or the deciding slice of per_slice:)",
     )
+    needs_cases: int | None = Field(
+        None, description="too few cases to decide this check (its interval resamples cases): the minimum it needs"
+    )
     comparable: bool = Field(
         True,
         description="false: a time-sensitive metric (latency) of versions whose traces were not recorded together "
