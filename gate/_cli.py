@@ -293,6 +293,8 @@ def _run(args: argparse.Namespace) -> int:
                     f" = {plan['calls']} calls; nothing was called",
                     file=sys.stderr,
                 )
+                for line in plan["too_small"]:
+                    print(f"gate: warning: {line}", file=sys.stderr)
                 return 0
             else:
                 from gate._commands.run import run_gate
@@ -361,7 +363,8 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
 def _validate(args: argparse.Namespace) -> int:
     from gate._commands.validate import validate
 
-    print(f"gate: {validate(args.config, args.import_targets)}", file=sys.stderr)
+    for line in validate(args.config, args.import_targets).splitlines():
+        print(f"gate: {line}", file=sys.stderr)
     return 0
 
 

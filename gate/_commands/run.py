@@ -18,6 +18,7 @@ from gate._config.dataset import Case
 from gate._config.fingerprint import code_digest, fingerprint
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config, require_run_parts
 from gate._decide.evaluate import Evaluation, evaluate
+from gate._decide.sizes import too_small
 from gate._errors import ConfigError, Interrupted, RunError, Terminated
 from gate._run.callers import Caller, InlineCaller
 from gate._run.endpoint import model_endpoint
@@ -475,4 +476,5 @@ def plan_gate(options: RunOptions) -> dict[str, Any]:
         "calls": calls,
         "concurrency": config.run.concurrency,
         "checks": [c.metric for c in config.checks],
+        "too_small": too_small(config, len(prepared.cases)),  # checks these cases and repeats cannot decide
     }

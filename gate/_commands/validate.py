@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from gate._config.schema import load_config
+from gate._decide.sizes import too_small
 from gate._run.prepare import prepare
 
 __all__ = ["validate"]
@@ -41,4 +42,5 @@ def validate(config_path: Path, import_targets: bool = False) -> str:
         f"{v}: {config.kind(v)} {config.describe(v)}" for v in ("baseline", "candidate") if config.kind(v) != "target"
     ]
     versions = "; ".join(([targets] if python else []) + others)
-    return f"{config_path} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, {versions}"
+    line = f"{config_path} is valid: {len(prepared.cases)} cases, {len(prepared.config.checks)} checks, {versions}"
+    return "\n".join([line, *(f"warning: {w}" for w in too_small(prepared.config, len(prepared.cases)))])
