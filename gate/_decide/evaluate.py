@@ -21,6 +21,7 @@ from gate._decide.regressions import (
     unpaired_cases,
     unpaired_sample,
 )
+from gate._decide.sequential import look_confidence
 from gate._decide.stats import bootstrap
 from gate._metrics import SUMMARY_KEYS, compute_metrics, metric_info, split_metric_key
 from gate._traces.rows import TraceRow
@@ -41,6 +42,7 @@ class Evaluation:
     regressions: list[Regression]
     unpaired: Unpaired
     n_cases: int
+    look_confidence: float | None = None  # what checks over all cases were decided at, in an adaptive run
 
 
 def _metric_keys(config: GateConfig) -> list[str]:
@@ -70,7 +72,9 @@ def evaluate(
     ``not_together`` says why the versions' traces were not recorded together (a stored baseline): checks of
     ``TIME_SENSITIVE`` metrics are then inconclusive and not comparable, whatever their numbers say, since a change
     in the provider's speed between the two recordings would read as the candidate's. ``look``: (runs per case so
-    far, runs in the first round, the cap) in an adaptive run, for checks that spend their error across looks.
+    far, runs in the first round, the cap) in an adaptive run: checks are then decided at the per-look confidence
+    that keeps every look together at ``config.confidence`` (gate/_decide/sequential.py; per-case checks spend
+    their error across their own looks instead).
     ``cases`` give the tags and inputs that ``where:`` and ``per_slice:`` select cases by.
     """
     keys = _metric_keys(config)
@@ -80,7 +84,8 @@ def evaluate(
     n_cases = len(
         {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
     )
-    context = _Context(config, golden, paired, look, seed, metrics)
+    confidence = look_confidence(config.confidence, *look) if look is not None else config.confidence
+    context = _Context(config, golden, paired, look, seed, metrics, confidence)
     # Per-case checks first: the cases they find are regressions, which cases_regressed checks count.
     decided: dict[int, CheckResult] = {}
     for index, check in enumerate(config.checks):
@@ -102,7 +107,7 @@ def evaluate(
         checks[position] = dataclasses.replace(added, status=status, message=message, default=True)
     if not_together is not None:
         checks = [_not_comparable(c, not_together) if _time_sensitive(c) else c for c in checks]
-    return Evaluation(metrics, checks, regressions, unpaired, n_cases)
+    return Evaluation(metrics, checks, regressions, unpaired, n_cases, confidence if look is not None else None)
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class _Context:
     look: tuple[int, int, int] | None
     seed: int
     metrics: dict[Variant, dict[str, float | None]]  # over every case: what an unsliced check compares
+    confidence: float  # what a check over all cases is decided at in this look
 
 
 def slices(check: CheckConfig, cases: Sequence[Case]) -> list[tuple[str | None, frozenset[str]]]:
@@ -165,7 +171,9 @@ def _sliced(
 ) -> tuple[CheckResult, list[Regression]]:
     """A check decided on each of its slices (each at the confidence Bonferroni leaves it); the worst decides."""
     chosen = slices(check, cases)
-    alpha = (1 - context.config.confidence) / len(chosen)
+    # Per-case checks spend their error across their own looks (per_case.py); the others decide every look at the
+    # per-look confidence that keeps all looks together at the configured one (sequential.py).
+    alpha = (1 - (context.config.confidence if check.per_case else context.confidence)) / len(chosen)
     results: list[tuple[CheckResult, list[Regression]]] = []
     for name, ids in chosen:
         if name is None:

@@ -133,6 +133,7 @@ def build_verdict(gathered: Gathered) -> Verdict:
         metrics=evaluation.metrics,
         checks=[_check_report(c) for c in evaluation.checks],
         confidence=config.confidence,
+        confidence_per_look=None if evaluation.look_confidence is None else round(evaluation.look_confidence, 4),
         regressions=[
             RegressionReport(
                 **{

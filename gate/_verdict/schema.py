@@ -217,6 +217,11 @@ class Verdict(_Out):
     metrics: dict[Literal["baseline", "candidate"], dict[str, float | None]] | None = None
     checks: list[CheckReport] = []
     confidence: float | None = None
+    confidence_per_look: float | None = Field(
+        None,
+        description="adaptive runs: the one-sided confidence every look decided at, so that all looks together hold "
+        "`confidence` (repeated confidence intervals; docs/design/statistics.md)",
+    )
     regressions: list[RegressionReport] = Field([], description="worst first; golden cases lead")
     unpaired_cases: dict[Literal["baseline_only", "candidate_only"], list[str]] = {}
     spend: SpendReport | None = None
