@@ -36,7 +36,14 @@ def answer(question: str) -> str:
 SHORT = "Answer briefly."
 LONG = "You are a support agent. " + "Be thorough, friendly and precise, and explain every step in detail. " * 12
 
-QUESTIONS = ["Where is my parcel?", "How do refunds work?", "Can I change my address?", "Do you ship abroad?"]
+# Five or more: a check over cases needs at least 5 to be decided (gate/_decide/checks.py MIN_CASES).
+QUESTIONS = [
+    "Where is my parcel?",
+    "How do refunds work?",
+    "Can I change my address?",
+    "Do you ship abroad?",
+    "Can I cancel my order?",
+]
 
 
 def git(repo: Path, *args: str) -> str:
