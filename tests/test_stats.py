@@ -357,8 +357,10 @@ def test_a_few_bad_cases_leave_error_rate_at_most_inconclusive_with_the_design_e
     assert result.ci_low == pytest.approx(0.0323, abs=1e-4)
     assert result.message == (
         "error/rate unchanged (0.2 → 0.2), limit ≤ 0.1: inconclusive (candidate in [0.03234, 0.525] at 95%, "
-        "cases as the unit, design effect 11.0, 10 cases)"
-    )
+        "cases as the unit, design effect 11.0, 10 cases); leans fail: about 2.8× the calls might decide it, or "
+        "more cases"
+    )  # ((0.2 - 0.0323) / (0.2 - 0.1))² = 2.8: the lower end must pass the limit
+    assert result.leans == "fail"
 
 
 def test_clustered_aa_false_fails_stay_under_8_percent_where_calls_level_clopper_pearson_exceeds_10() -> None:

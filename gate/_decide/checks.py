@@ -8,6 +8,7 @@ when it shows the bound holds, and is ``inconclusive`` in between (docs/design/s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -61,6 +62,7 @@ class CheckResult:
     comparable: bool = True  # False: a time-sensitive metric of versions not measured together (evaluate)
     slice: str | None = None  # the cases it was decided on, when not all: "tag=refund" (evaluate)
     needs_cases: int | None = None  # undecidable from this few cases: the minimum (repeats cannot help)
+    leans: Literal["pass", "fail"] | None = None  # an inconclusive check: the point estimate's side of the bound
 
 
 def _fmt(value: float) -> str:
@@ -201,6 +203,27 @@ def _bound_decision(name: str, limit: float, est: Estimate) -> Decision:
     return "fail" if lo > limit else "pass" if hi <= limit else "inconclusive"
 
 
+def _leaning(
+    name: str, limit: float, est: Estimate, point: float | None
+) -> tuple[Literal["pass", "fail"], float] | None:
+    """Where an undecided bound leans (the point estimate's side of the limit) and about how many times the data
+    would narrow its interval enough to decide, were it to narrow as 1/√n (between-case spread does not narrow with
+    repeats: then more cases are needed). None when the point sits on the limit or is unknown."""
+    of, (lo, hi) = _interval_for(name, est)
+    if point is None or not all(map(math.isfinite, (lo, hi, point))):
+        return None
+    if of == "delta" and name.endswith("_pct"):
+        limit = 0.0
+    if name == "at_least" or name.startswith("max_decrease"):  # to the at_most form, as _bound_decision
+        lo, hi, point = -hi, -lo, -point
+        limit = -limit if name == "at_least" else limit
+    if point < limit and hi > point:
+        return "pass", ((hi - point) / (limit - point)) ** 2
+    if point > limit and point > lo:
+        return "fail", ((point - lo) / (point - limit)) ** 2
+    return None
+
+
 def _sample_size(sample: PairedSample) -> str:
     if sample.paired:
         return f"{sample.n_pairs} cases"
@@ -287,6 +310,12 @@ def decide_check(
         "fail": f"limit {limits} broken ({interval})",
         "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
     }[decision]
+    leans = None
+    if decision == "inconclusive" and needs_cases is None:
+        point_value = {"candidate": point.candidate, "delta": point.delta, "delta_pct": point.delta_pct}[ci_of]
+        if (leaning := _leaning(first, point.bound[first], est, point_value)) is not None:
+            leans, factor = leaning
+            tail += f"; leans {leans}: about {factor:.1f}× the calls might decide it, or more cases"
     if needs_cases is not None:
         tail = (
             f"limit {limits}: cannot be decided from {sample.n_pairs} case{'s' if sample.n_pairs != 1 else ''}: "
@@ -303,4 +332,5 @@ def decide_check(
         n_pairs=sample.n_pairs,
         on_inconclusive=policy,
         needs_cases=needs_cases,
+        leans=leans,
     )

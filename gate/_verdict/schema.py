@@ -102,6 +102,9 @@ class CheckReport(_Out):
         None,
         description="the cases the check was decided on, when not all (where:, or the deciding slice of per_slice:)",
     )
+    leans: Literal["pass", "fail"] | None = Field(
+        None, description="an inconclusive check: which side of the bound its point estimate is on"
+    )
     needs_cases: int | None = Field(
         None, description="too few cases to decide this check (its interval resamples cases): the minimum it needs"
     )
