@@ -30,50 +30,18 @@ from statistics import NormalDist
 from gate._config.schema import CheckConfig
 from gate._decide.checks import CheckResult, evaluate_check
 from gate._decide.regressions import Regression
+from gate._decide.stats import betainc
 from gate._metrics import metric_info, split_metric_key
 from gate._traces.rows import TraceRow
 
 __all__ = ["decide_per_case", "look_alpha", "looks", "t_sf"]
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """The continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _beta_inc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1 - x) / b
-
-
 def t_sf(t: float, df: float) -> float:
     """P(T > t) for Student's t with ``df`` degrees of freedom."""
     if math.isinf(t):
         return 0.0 if t > 0 else 1.0
-    tail = 0.5 * _beta_inc(df / 2, 0.5, df / (df + t * t))
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
     return tail if t >= 0 else 1.0 - tail
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "ClusteredRate",
     "Estimate",
     "PairedSample",
+    "betainc",
     "bootstrap",
     "clopper_pearson",
     "clustered_rate_bounds",
@@ -193,16 +194,6 @@ def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
         raise ValueError("no trials")
     alpha = 1 - confidence
 
-    def solve(f: Callable[[float], float]) -> float:
-        lo, hi = 0.0, 1.0
-        for _ in range(60):  # bisection to ~1e-18
-            mid = (lo + hi) / 2
-            if f(mid) < 0:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-
     # lower: the p at which seeing k or more has probability alpha; upper: seeing k or fewer has alpha.
     # At k = 0 and k = n the tails are single terms, (1 - p)^n and p^n, so the bounds have closed forms.
     if k == 0:
@@ -210,17 +201,17 @@ def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
     elif k == n:
         lower = alpha ** (1 / n)
     else:
-        lower = solve(lambda p: _binom_tail_ge(k, n, p) - alpha)
+        lower = _bisect(lambda p: _binom_tail_ge(k, n, p) - alpha)
     if k == n:
         upper = 1.0
     elif k == 0:
         upper = 1 - alpha ** (1 / n)
     else:
-        upper = solve(lambda p: alpha - (1 - _binom_tail_ge(k + 1, n, p)))
+        upper = _bisect(lambda p: alpha - (1 - _binom_tail_ge(k + 1, n, p)))
     return lower, upper
 
 
-def _betainc(a: float, b: float, x: float) -> float:
+def betainc(a: float, b: float, x: float) -> float:
     """The regularized incomplete beta function I_x(a, b) for a, b > 0, by its continued fraction (modified Lentz).
 
     The fraction converges fast for x below (a + 1) / (a + b + 2); above that point the symmetry
@@ -231,7 +222,7 @@ def _betainc(a: float, b: float, x: float) -> float:
     if x >= 1:
         return 1.0
     if x > (a + 1) / (a + b + 2):
-        return 1.0 - _betainc(b, a, 1.0 - x)
+        return 1.0 - betainc(b, a, 1.0 - x)
     log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
     tiny = 1e-300
     c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
@@ -271,8 +262,8 @@ def _clopper_pearson_real(x: float, n: float, confidence: float) -> tuple[float,
     Needs 0 < x < n.
     """
     alpha = 1 - confidence
-    lower = _bisect(lambda p: _betainc(x, n - x + 1, p) - alpha)
-    upper = _bisect(lambda p: _betainc(x + 1, n - x, p) - (1 - alpha))
+    lower = _bisect(lambda p: betainc(x, n - x + 1, p) - alpha)
+    upper = _bisect(lambda p: betainc(x + 1, n - x, p) - (1 - alpha))
     return lower, upper
 
 
