@@ -8,7 +8,8 @@ Each simulated gate run draws a dataset of N cases (case level log-normal, sigma
 noise log-normal with sigma 0.3, i.e. CV ≈ 0.3) and runs the adaptive loop as ``gate run`` does with
 ``repeats: 1, max_repeats: 10``: after each round (one more run of every case for both versions) the check
 ``latency_ms/mean max_increase_pct 100 per_case: true`` is decided by ``gate._decide.per_case.decide_per_case``
-with the round's look (it decides at 4, 7 and 10 runs a case, spending the error across those looks), and the loop
+with the round's look (it decides at 2, 4 and 10 runs a case, the loop's looks, each at its repeated-interval
+level), and the loop
 stops at the first decided status (pass or fail) or at 10 runs a case. So false fails are counted across all looks.
 ``--every-round`` decides after every round at the full 5% instead (the rule without error spending). Rows:
 

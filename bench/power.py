@@ -13,15 +13,18 @@ Thousands of simulated gate runs, in-process, over synthetic ``TraceRow`` s (no 
 decision is made by the gate's own code: ``gate._decide.evaluate.evaluate`` (paired case bootstrap from
 ``gate._decide.stats``, exact Clopper-Pearson bounds for 0/1 rates, ``gate._decide.checks.decide_check``), the
 adaptive loop of ``gate._commands.run.run_gate`` (first round of ``run.repeats`` repeats of every case; then, while a
-check is ``inconclusive``, one more repeat of every case for both versions) with its stop rule
+check is ``inconclusive``, more repeats of every case for both versions, up to the next look) with its stop rule
 ``gate._decide.stopping.stop_reason``, and the naive point-estimate rule ``gate._decide.checks.evaluate_check`` on
 ``gate._metrics.compute_metrics`` over all rows. ``evaluate`` is called without a seed, exactly as
 ``run_gate`` calls it (bootstrap seed 0); ``--seed`` drives the synthetic data.
 
 Designs (all on the same simulated data within a run, so the designs are compared on identical calls):
 
-* ``gate adaptive 1→10``: ``run: {repeats: 1, max_repeats: 10}``, the loop above.
-* ``gate adaptive 1→10, 95% every look``: the same loop deciding every look at the configured 95%, as the gate did
+* ``gate adaptive 1→10``: ``run: {repeats: 1, max_repeats: 10}``, the loop above, with its looks at 1, 2, 4 and 10
+  runs a case (gate/_decide/sequential.py).
+* ``gate adaptive 1→10, repeated intervals every run``: a look after every run a case (1, 2, …, 10), each at its
+  repeated-interval level for that schedule: the gate's rule before the geometric schedule.
+* ``gate adaptive 1→10, 95% every run``: a look after every run a case at the configured 95%, as the gate did
   before repeated confidence intervals (gate/_decide/sequential.py); on the same simulated data.
 * ``gate adaptive 1→5``: the same loop capped at 5 repeats (the default cap before this benchmark showed it
   misses the p95 detection target; the default is now 10), on the first 5 rounds of the same data.
@@ -69,6 +72,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -79,8 +83,9 @@ from gate._config.dataset import Case
 from gate._config.schema import VARIANTS, GateConfig
 from gate._decide.checks import evaluate_check
 from gate._decide.evaluate import Evaluation, evaluate
+from gate._decide.sequential import _critical, next_look
 from gate._decide.stats import DEFAULT_RESAMPLES
-from gate._decide.stopping import stop_reason
+from gate._decide.stopping import look_cap, stop_reason
 from gate._metrics import compute_metrics
 from gate._traces.rows import Call, CallResult, TraceRow, spent_usd
 
@@ -97,7 +102,8 @@ DEFAULT_CAP_REPEATS = 5  # the former default cap, kept as a design to show what
 
 DESIGNS = (
     "gate adaptive 1→10",
-    "gate adaptive 1→10, 95% every look",
+    "gate adaptive 1→10, repeated intervals every run",
+    "gate adaptive 1→10, 95% every run",
     "gate adaptive 1→5",
     "gate fixed 3",
     "naive fixed 3",
@@ -180,10 +186,19 @@ def _results_for(rows: Sequence[TraceRow]) -> list[CallResult]:
     ]
 
 
-def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], sequential: bool = True) -> list[tuple[int, str]]:
+def _every_run_level(runs: int, cap: int, confidence: float = 0.95) -> float:
+    """The rule of the previous stop: repeated confidence intervals with a look after every run (1, 2, …, cap)."""
+    c = _critical(confidence, tuple(range(1, cap + 1)))
+    return max(confidence, NormalDist().cdf(c * math.sqrt(cap / runs)))
+
+
+def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = "schedule") -> list[tuple[int, str]]:
     """``run_gate``'s loop over pre-simulated rounds: (repeats per case, check status) after each evaluation.
 
-    ``sequential=False``: the rule before repeated confidence intervals, every look at the configured 95%."""
+    ``rule``: "schedule" is the gate's (looks at 1, 2, 4, … runs a case, then the cap, each at its repeated-interval
+    level); "every run" looks after every run at repeated-interval levels for that schedule (the rule before the
+    geometric schedule); "95% every run" looks after every run at the configured 95% (the rule before repeated
+    confidence intervals)."""
     golden = frozenset(c.id for c in CASES if c.golden)
     results: list[CallResult] = []
     rows_so_far: list[TraceRow] = []
@@ -196,6 +211,12 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], sequential: 
         done["rounds"] += 1
         done["repeats"] = repeats.stop
 
+    def current_look() -> tuple[int, int, int]:  # Session.look
+        return done["repeats"], config.run.repeats, look_cap(config, len(CASES) * len(VARIANTS))
+
+    def upcoming() -> int:  # Session.next_look: the schedule's looks, or one more run a case for the old rules
+        return next_look(*current_look()) if rule == "schedule" else done["repeats"] + 1
+
     def why_stop(evaluation: Evaluation) -> str | None:  # Session.why_stop
         return stop_reason(
             config,
@@ -203,21 +224,26 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], sequential: 
             results,
             [],
             repeats=done["repeats"],
-            rounds=done["rounds"],
-            calls_per_round=len(CASES) * len(VARIANTS),
+            next_repeats=upcoming() - done["repeats"],
+            calls_per_repeat=len(CASES) * len(VARIANTS),
             cost_usd=spent_usd(rows_so_far),
         )
 
     history: list[tuple[int, str]] = []
-    def look() -> tuple[int, int, int] | None:  # as run_gate passes it
-        return (done["repeats"], config.run.repeats, config.max_repeats()) if sequential else None
+
+    def decide(seed: int | None) -> Evaluation:  # as run_gate calls evaluate (seed None: its default, as the first)
+        seeded = {} if seed is None else {"seed": seed}
+        if rule == "schedule":
+            return evaluate(config, rows_so_far, golden, look=current_look(), **seeded)
+        level = _every_run_level(done["repeats"], config.max_repeats()) if rule == "every run" else config.confidence
+        return evaluate(config.model_copy(update={"confidence": level}), rows_so_far, golden, **seeded)
 
     run_round(range(config.run.repeats))
-    evaluation = evaluate(config, rows_so_far, golden, look=look())
+    evaluation = decide(None)
     history.append((done["repeats"], evaluation.checks[0].status))
     while why_stop(evaluation) is None:
-        run_round(range(done["repeats"], done["repeats"] + 1))
-        evaluation = evaluate(config, rows_so_far, golden, seed=done["rounds"], look=look())  # as run_gate does
+        run_round(range(done["repeats"], upcoming()))
+        evaluation = decide(done["rounds"])  # fresh resamples per look, as run_gate does
         history.append((done["repeats"], evaluation.checks[0].status))
     return history
 
@@ -236,8 +262,10 @@ def one_run(task: tuple[int, int, int]) -> tuple[int, dict[str, tuple[str, int]]
     out["gate adaptive 1→10"] = (status, repeats * per_round_calls)
     repeats, status = gate_adaptive(make_config(scenario.check, 1, DEFAULT_CAP_REPEATS), rounds)[-1]
     out["gate adaptive 1→5"] = (status, repeats * per_round_calls)
-    repeats, status = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds, sequential=False)[-1]
-    out["gate adaptive 1→10, 95% every look"] = (status, repeats * per_round_calls)
+    repeats, status = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds, rule="every run")[-1]
+    out["gate adaptive 1→10, repeated intervals every run"] = (status, repeats * per_round_calls)
+    repeats, status = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds, rule="95% every run")[-1]
+    out["gate adaptive 1→10, 95% every run"] = (status, repeats * per_round_calls)
 
     fixed = make_config(scenario.check, FIXED_REPEATS, FIXED_REPEATS)
     rows = [row for k in range(FIXED_REPEATS) for row in rounds[k]]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, child_env, machine, measure, median  # noqa: E402
+from _common import ROOT, child_env, machine, measure, median
 
 COMMANDS = {"validate": ["validate"], "dry-run": ["run", "--dry-run", "--no-progress"]}
 

@@ -180,15 +180,14 @@ def run_gate(
                 session.warm_up()
             session.run_round(range(config.run.repeats))
             stale = _stale(options.baseline_from)
-            look = (session.repeats, config.run.repeats, config.max_repeats())
-            evaluation = evaluate(config, session.rows, golden, not_together=stale, look=look, cases=cases)
-            # Adaptive repeats: one more repeat of every case per round while a check is undecided and caps allow.
+            evaluation = evaluate(config, session.rows, golden, not_together=stale, look=session.look(), cases=cases)
+            # Adaptive repeats while a check is undecided and caps allow: every case runs again, both versions, up to
+            # the next look of the schedule (1, 2, 4, … runs a case, then the cap: gate/_decide/sequential.py).
             while (stopped_because := session.why_stop(evaluation)) is None:
-                session.run_round(range(session.repeats, session.repeats + 1))
-                # fresh resamples per look
-                look = (session.repeats, config.run.repeats, config.max_repeats())
-                evaluation = evaluate(
-                    config, session.rows, golden, seed=session.rounds, not_together=stale, look=look, cases=cases
+                session.run_round(range(session.repeats, session.next_look()))
+                evaluation = evaluate(  # fresh resamples per look
+                    config, session.rows, golden, seed=session.rounds, not_together=stale, look=session.look(),
+                    cases=cases,
                 )
         except KeyboardInterrupt as exc:
             flush_traces(deadline_s=3.0)  # inline: this process's traces; workers write theirs as they stop

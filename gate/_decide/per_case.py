@@ -25,11 +25,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 
 from gate._config.schema import CheckConfig
 from gate._decide.checks import CheckResult, evaluate_check
 from gate._decide.regressions import Regression
+from gate._decide.sequential import look_confidence, schedule
 from gate._decide.stats import betainc
 from gate._metrics import metric_info, split_metric_key
 from gate._traces.rows import TraceRow
@@ -59,43 +59,33 @@ def _t_quantile(p: float, df: float) -> float:
     return (lo + hi) / 2
 
 
-def looks(first: int, cap: int) -> list[int]:
+def looks(first: int, cap: int) -> tuple[int, ...]:
     """The runs per case at which an adaptive run (``first`` runs per case in its first round, at most ``cap``)
-    decides per-case checks: about a third, two thirds and all of the cap, none before the first round.
+    decides per-case checks: the adaptive loop's own looks (gate/_decide/sequential.py), from 2 runs a case on (one
+    run says nothing about the noise within a case).
 
-    Deciding after every round would give a case that sits at the bound up to nine chances to look beyond it
-    (measured: 17-23% false fails at a nominal 5%, bench/per_case.py); three looks with the error spent across them
-    keep the whole run at 5%.
+    Deciding after every round at 5% gave a case that sits at the bound up to nine chances to look beyond it
+    (measured: 17-23% false fails at a nominal 5%, bench/per_case.py).
     """
-    wanted = {math.ceil(cap / 3), math.ceil(2 * cap / 3), cap}
-    return sorted({m for k in wanted if (m := max(k, first, 2)) <= cap} | {cap})
-
-
-def _spent(t: float, alpha: float) -> float:
-    """O'Brien-Fleming-type alpha spending (Lan & DeMets 1983): the error spent by information fraction ``t``."""
-    if t <= 0:
-        return 0.0
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    return min(alpha, 2 * (1 - NormalDist().cdf(z / math.sqrt(t))))
+    return schedule(first, cap, least=2)
 
 
 def look_alpha(alpha: float, look: tuple[int, int, int] | None) -> float | None:
-    """The error to spend deciding at ``look`` = (runs per case now, runs in the first round, cap) of an adaptive
-    run; None when this is not one of ``looks``. ``look`` None: a single decision (gate compare, gate score), which
-    spends all of ``alpha``.
+    """The error level to decide at, at ``look`` = (runs per case now, runs in the first round, cap) of an adaptive
+    run; None when this is not one of ``looks``. ``look`` None: a single decision (gate compare, gate score), at
+    ``alpha``.
 
-    Each look spends the increase of the spending function since the previous look; by the union bound the chance
-    of a false decision at any look is at most ``alpha`` (conservative: the looks are positively correlated).
+    Each look decides at the level of the repeated confidence intervals over ``looks`` (an O'Brien-Fleming-shaped
+    boundary, gate/_decide/sequential.py): strict at the early looks, close to ``alpha`` at the last. Each case's
+    t statistic over the looks is the group-sequential one that boundary is computed for; Benjamini-Hochberg over
+    the cases at each look's level. bench/per_case.py measures the false fails across all looks at the hardest null.
     """
     if look is None:
         return alpha
     runs, first, cap = look
-    schedule = looks(first, cap)
-    if runs < cap and runs not in schedule:
+    if runs < cap and runs not in looks(first, cap):
         return None
-    runs = min(runs, cap)
-    before = max((k for k in schedule if k < runs), default=0)
-    return _spent(runs / cap, alpha) - _spent(before / cap, alpha)
+    return 1 - look_confidence(1 - alpha, runs, first, cap, least=2)
 
 
 @dataclass(frozen=True)
@@ -173,7 +163,7 @@ def decide_per_case(
     """Decide a ``per_case: true`` check; the cases found beyond its bound, as regressions.
 
     ``look``: (runs per case so far, runs in the first round, the cap) in an adaptive run, which decides at
-    ``looks(first, cap)`` only, spending the error across them; None for a single decision.
+    ``looks(first, cap)`` only, at each look's level of the repeated intervals; None for a single decision.
     """
     point = evaluate_check(check, baseline, candidate)
     policy = check.on_inconclusive or on_inconclusive
@@ -253,7 +243,7 @@ def decide_per_case(
     if status == "fail":
         message = f"{name}: {len(found)} of {m} cases beyond {bounds} ({named})"
     elif status == "pass":
-        message = f"{name}: all {m} cases within {bounds}, simultaneously (error spent at this look: {alpha:.2g})"
+        message = f"{name}: all {m} cases within {bounds}, simultaneously (error level at this look: {alpha:.2g})"
     else:
         message = f"{name}: no case shown beyond {bounds}, but not every case shown within it yet"
     worst_text = f"; the largest change {worst_pct:+.0f}%" if worst_pct is not None else ""

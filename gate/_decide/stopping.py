@@ -8,7 +8,16 @@ from gate._config.schema import GateConfig
 from gate._decide.evaluate import Evaluation, undecided
 from gate._traces.rows import CallResult
 
-__all__ = ["stop_reason"]
+__all__ = ["look_cap", "stop_reason"]
+
+
+def look_cap(config: GateConfig, calls_per_repeat: int) -> int:
+    """Runs per case the adaptive loop can reach: ``run.max_repeats``, or fewer when ``run.max_calls`` allows fewer
+    (the looks are scheduled up to it, so the last look is one the budget can pay for)."""
+    cap = config.max_repeats()
+    if config.run.max_calls is not None and calls_per_repeat > 0:
+        cap = min(cap, config.run.max_calls // calls_per_repeat)
+    return max(cap, config.run.repeats)
 
 
 def stop_reason(
@@ -18,11 +27,12 @@ def stop_reason(
     problems: Sequence[str],
     *,
     repeats: int,
-    rounds: int,
-    calls_per_round: int,
+    next_repeats: int,
+    calls_per_repeat: int,
     cost_usd: float | None,
 ) -> str | None:
-    """None while adaptive repeats may go on; else the reason they stop."""
+    """None while adaptive repeats may go on; else the reason they stop. ``next_repeats``: the runs per case the next
+    round would add (the loop looks at gate/_decide/sequential.py's schedule, not after every run)."""
     if problems or all(r.error for r in results):
         return "run error"
     if not undecided(evaluation):
@@ -33,11 +43,12 @@ def stop_reason(
         return f"a check failed ({', '.join(failed) or 'a golden case regressed'}); the exit code is settled"
     if repeats >= config.max_repeats():
         return f"run.max_repeats ({config.max_repeats()}) reached"
-    if config.run.max_calls is not None and len(results) + calls_per_round > config.run.max_calls:
+    over = next_repeats <= 0 or len(results) + calls_per_repeat * next_repeats > (config.run.max_calls or 0)
+    if config.run.max_calls is not None and over:  # next_repeats 0: the looks stop where max_calls does
         return f"run.max_calls ({config.run.max_calls}) reached"
     if config.run.max_cost_usd is not None:
         if cost_usd is None:
             return "run.max_cost_usd is set but the cost is unknown (add the model to `pricing`)"
-        if cost_usd + cost_usd / max(rounds, 1) > config.run.max_cost_usd:
+        if cost_usd + cost_usd / max(repeats, 1) * next_repeats > config.run.max_cost_usd:
             return f"run.max_cost_usd ({config.run.max_cost_usd:g}) reached"
     return None

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from gate._config.dataset import Case
 from gate._config.schema import VARIANTS, GateConfig, Variant
 from gate._decide.evaluate import Evaluation
-from gate._decide.stopping import stop_reason
+from gate._decide.sequential import next_look
+from gate._decide.stopping import look_cap, stop_reason
 from gate._errors import PartialRun, RunError
 from gate._run.callers import Caller
 from gate._run.progress import Progress
@@ -156,6 +157,14 @@ class Session:
         """The app's spend so far, or None when some trace's cost is unknown."""
         return spent_usd(self.rows)
 
+    def look(self) -> tuple[int, int, int]:
+        """(runs per case so far, runs in the first round, the cap) for ``evaluate`` and the look schedule."""
+        return self.repeats, self.config.run.repeats, look_cap(self.config, len(self.cases) * len(self.variants))
+
+    def next_look(self) -> int:
+        """Runs per case at the adaptive loop's next look (gate/_decide/sequential.py)."""
+        return next_look(*self.look())
+
     def why_stop(self, evaluation: Evaluation) -> str | None:
         """None while adaptive repeats may go on; else the reason they stop (``gate._decide.stopping``)."""
         return stop_reason(
@@ -164,7 +173,7 @@ class Session:
             self.results,
             self.problems,
             repeats=self.repeats,
-            rounds=self.rounds,
-            calls_per_round=len(self.cases) * len(self.variants),
+            next_repeats=self.next_look() - self.repeats,
+            calls_per_repeat=len(self.cases) * len(self.variants),
             cost_usd=self.cost(),
         )

@@ -19,11 +19,10 @@ ALL = 1 << 62  # no cap on a session's traces: every one must be matched to its 
 def fetch_session_traces(
     store: Store, session: str, repeats: range | None = None, shard: str | None = None, spans_as_dicts: bool = False
 ) -> list[Any]:
-    """The traces of this gate session (of one repeat, when ``repeats`` is a single one; of one shard,
-    when ``shard`` is given), with spans: MLflow's ``Span`` objects, or with ``spans_as_dicts`` (no scorer
+    """The traces of this gate session (of ``repeats`` only, when given; of one shard, when ``shard`` is given),
+    with spans: MLflow's ``Span`` objects, or with ``spans_as_dicts`` (no scorer
     needs more than the metrics do) plain dicts, read by the SQL reader where it is verified (two queries a page)
     and else by MLflow's search with one span query per page where the store allows it (gate/_traces/span_rows.py)."""
-    import mlflow
 
     flush_traces()
     filter_string = (
@@ -31,6 +30,17 @@ def fetch_session_traces(
         + (f" AND tags.`{TAG_PREFIX}repeat` = '{repeats.start}'" if repeats is not None and len(repeats) == 1 else "")
         + (f" AND tags.`{TAG_PREFIX}shard` = '{shard}'" if shard else "")
     )
+    traces = _read(store, filter_string, spans_as_dicts)
+    if repeats is None or len(repeats) == 1 or repeats.start == 0:
+        return traces  # the filter already selected them, or they are all this session has so far
+    # A round of several repeats after the first (the adaptive loop's later looks): the store's filter selects one
+    # tag value at a time, so the earlier rounds' traces are read too and left out here.
+    return [t for t in traces if int(t.info.tags.get(f"{TAG_PREFIX}repeat", -1)) in repeats]
+
+
+def _read(store: Store, filter_string: str, spans_as_dicts: bool) -> list[Any]:
+    import mlflow
+
     sql = sql_trace_reader(store.client) if spans_as_dicts else None  # GATE_TRACE_READER misspelt: exit 2
     try:
         if sql is not None:
