@@ -81,6 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import the wo
 
 from gate._config.dataset import Case
 from gate._config.schema import VARIANTS, GateConfig
+from gate._decide import stats
 from gate._decide.checks import evaluate_check
 from gate._decide.evaluate import Evaluation, evaluate
 from gate._decide.sequential import _critical, next_look
@@ -100,14 +101,15 @@ MAX_REPEATS = 10
 FIXED_REPEATS = 3
 DEFAULT_CAP_REPEATS = 5  # the former default cap, kept as a design to show what 10 buys
 
-DESIGNS = (
-    "gate adaptive 1→10",
-    "gate adaptive 1→10, repeated intervals every run",
-    "gate adaptive 1→10, 95% every run",
-    "gate adaptive 1→5",
-    "gate fixed 3",
-    "naive fixed 3",
-)
+DESIGNS = {  # short name for --designs: the row label
+    "now": "gate adaptive 1→10 (now: looks at 1, 2, 4, 10; smoothed percentiles)",
+    "plain": "gate adaptive 1→10, looks at 1, 2, 4, 10, plain percentiles",
+    "every-run": "gate adaptive 1→10, repeated intervals every run, plain percentiles (stop 20)",
+    "before": "gate adaptive 1→10, 95% every run, plain percentiles (before issue 17)",
+    "cap5": "gate adaptive 1→5 (now)",
+    "fixed3": "gate fixed 3 (now)",
+    "naive3": "naive fixed 3",
+}
 
 
 @dataclass(frozen=True)
@@ -119,30 +121,43 @@ class Scenario:
     latency_factor: float = 1.0
     tokens_factor: float = 1.0
     error_rates: tuple[float, float] = (ERROR_RATE, ERROR_RATE)  # baseline, candidate
+    cases: int = N_CASES
+    tails: str = "lognormal"  # "t3": per-call log-noise Student t with 3 degrees of freedom, same spread
 
 
+P95 = {"metric": "latency_ms/p95", "max_increase_pct": 10}
 SCENARIOS = (
-    Scenario("A/A", {"metric": "latency_ms/p95", "max_increase_pct": 10}, "A/A", 0.01),
+    Scenario("A/A", P95, "A/A", 0.01),
     Scenario("A/A", {"metric": "total_tokens/mean", "max_increase_pct": 10}, "A/A", 0.01),
     Scenario("A/A (1% errors)", {"metric": "error/rate", "at_most": 0.02}, "A/A", 0.01),
-    Scenario("latency ×1.3", {"metric": "latency_ms/p95", "max_increase_pct": 10}, "A/B", 0.90, latency_factor=1.3),
+    Scenario("latency ×1.3", P95, "A/B", 0.90, latency_factor=1.3),
     Scenario("tokens ×1.25", {"metric": "total_tokens/mean", "max_increase_pct": 10}, "A/B", 0.95, tokens_factor=1.25),
     Scenario("errors 0% → 10%", {"metric": "error/rate", "at_most": 0.02}, "A/B", 0.95, error_rates=(0.0, 0.10)),
     # Exactly at the bound: a pass is as wrong as a fail would be for A/A; the share passing must stay at 5% or less.
-    Scenario("latency ×1.1 (at the bound)", {"metric": "latency_ms/p95", "max_increase_pct": 10}, "bound", 0.05,
-             latency_factor=1.1),
+    Scenario("latency ×1.1 (at the bound)", P95, "bound", 0.05, latency_factor=1.1),
+    # Issue 17's rows: A/A at few cases, with heavy tails, and detection at 40 cases.
+    Scenario("A/A, 1 case", P95, "A/A", 0.05, cases=1),
+    Scenario("A/A, 3 cases", P95, "A/A", 0.05, cases=3),
+    Scenario("A/A, 5 cases", P95, "A/A", 0.05, cases=5),
+    Scenario("A/A, 10 cases", P95, "A/A", 0.05, cases=10),
+    Scenario("A/A, 40 cases", P95, "A/A", 0.05, cases=40),
+    Scenario("A/A, heavy tails (t3)", P95, "A/A", 0.05, tails="t3"),
+    Scenario("latency ×1.3, 40 cases", P95, "A/B", 0.90, latency_factor=1.3, cases=40),
+    Scenario("latency ×1.3, heavy tails (t3)", P95, "A/B", 0.90, latency_factor=1.3, tails="t3"),
 )
 
-CASES = [Case(id=f"case-{i:02d}", inputs={"q": i}) for i in range(N_CASES)]
+
+def cases_for(n: int) -> list[Case]:
+    return [Case(id=f"case-{i:02d}", inputs={"q": i}) for i in range(n)]
 
 
-def make_config(check: dict[str, Any], repeats: int, max_repeats: int) -> GateConfig:
+def make_config(check: dict[str, Any], repeats: int, max_repeats: int, cases: Sequence[Case]) -> GateConfig:
     return GateConfig.model_validate(
         {
             "version": 1,
             "baseline": {"target": "bench:baseline"},
             "candidate": {"target": "bench:candidate"},
-            "cases": [{"id": c.id, "inputs": c.inputs} for c in CASES],
+            "cases": [{"id": c.id, "inputs": c.inputs} for c in cases],
             "checks": [check],
             "run": {"repeats": repeats, "max_repeats": max_repeats},
         }
@@ -151,10 +166,13 @@ def make_config(check: dict[str, Any], repeats: int, max_repeats: int) -> GateCo
 
 def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow]]:
     """All calls of one simulated gate run by repeat: ``rounds[k]`` is repeat k of every case, both versions."""
-    base_latency = BASE_LATENCY_MEDIAN_MS * np.exp(BASE_LATENCY_SIGMA * rng.standard_normal(N_CASES))
-    base_tokens = rng.uniform(*BASE_TOKENS, size=N_CASES)
-    shape = (len(VARIANTS), MAX_REPEATS, N_CASES)
-    latency = base_latency * np.exp(CALL_LATENCY_SIGMA * rng.standard_normal(shape))
+    cases = cases_for(scenario.cases)
+    n = len(cases)
+    base_latency = BASE_LATENCY_MEDIAN_MS * np.exp(BASE_LATENCY_SIGMA * rng.standard_normal(n))
+    base_tokens = rng.uniform(*BASE_TOKENS, size=n)
+    shape = (len(VARIANTS), MAX_REPEATS, n)
+    noise = rng.standard_normal(shape) if scenario.tails == "lognormal" else rng.standard_t(3, shape) / math.sqrt(3)
+    latency = base_latency * np.exp(CALL_LATENCY_SIGMA * noise)
     tokens = np.rint(base_tokens * np.exp(CALL_TOKENS_SIGMA * rng.standard_normal(shape)))
     errors = rng.random(shape) < np.array(scenario.error_rates)[:, None, None]
     latency[1] *= scenario.latency_factor
@@ -163,7 +181,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
     for k in range(MAX_REPEATS):
         rows = []
         for v, variant in enumerate(VARIANTS):
-            for i, case in enumerate(CASES):
+            for i, case in enumerate(cases):
                 err = bool(errors[v, k, i])
                 values = {
                     "latency_ms": float(latency[v, k, i]),
@@ -175,9 +193,9 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
     return rounds
 
 
-def _results_for(rows: Sequence[TraceRow]) -> list[CallResult]:
+def _results_for(rows: Sequence[TraceRow], cases: Sequence[Case]) -> list[CallResult]:
     """The call outcomes the stop rule looks at (``error`` set for an errored call)."""
-    by_id = {c.id: c for c in CASES}
+    by_id = {c.id: c for c in cases}
     return [
         CallResult(Call(variant, by_id[r.case_id], r.repeat), "Error: simulated" if r.values.get("error") else None)
         for variant in VARIANTS
@@ -196,23 +214,23 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = 
     """``run_gate``'s loop over pre-simulated rounds: (repeats per case, check status) after each evaluation.
 
     ``rule``: "schedule" is the gate's (looks at 1, 2, 4, … runs a case, then the cap, each at its repeated-interval
-    level); "every run" looks after every run at repeated-interval levels for that schedule (the rule before the
-    geometric schedule); "95% every run" looks after every run at the configured 95% (the rule before repeated
-    confidence intervals)."""
-    golden = frozenset(c.id for c in CASES if c.golden)
+    level); "every run" looks after every run at repeated-interval levels for that schedule (the rule of stop 20);
+    "95% every run" looks after every run at the configured 95% (the rule before repeated confidence intervals)."""
+    cases = [Case(id=c.id, inputs=c.inputs) for c in config.cases or []]
+    golden: frozenset[str] = frozenset()
     results: list[CallResult] = []
     rows_so_far: list[TraceRow] = []
     done = {"rounds": 0, "repeats": 0}
 
     def run_round(repeats: range) -> None:  # Session.run_round without the calls and MLflow
         rows = [row for k in repeats for row in rounds[k]]
-        results.extend(_results_for(rows))
+        results.extend(_results_for(rows, cases))
         rows_so_far.extend(rows)
         done["rounds"] += 1
         done["repeats"] = repeats.stop
 
     def current_look() -> tuple[int, int, int]:  # Session.look
-        return done["repeats"], config.run.repeats, look_cap(config, len(CASES) * len(VARIANTS))
+        return done["repeats"], config.run.repeats, look_cap(config, len(cases) * len(VARIANTS))
 
     def upcoming() -> int:  # Session.next_look: the schedule's looks, or one more run a case for the old rules
         return next_look(*current_look()) if rule == "schedule" else done["repeats"] + 1
@@ -225,7 +243,7 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = 
             [],
             repeats=done["repeats"],
             next_repeats=upcoming() - done["repeats"],
-            calls_per_repeat=len(CASES) * len(VARIANTS),
+            calls_per_repeat=len(cases) * len(VARIANTS),
             cost_usd=spent_usd(rows_so_far),
         )
 
@@ -248,33 +266,43 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = 
     return history
 
 
-def one_run(task: tuple[int, int, int]) -> tuple[int, dict[str, tuple[str, int]]]:
-    """Simulate one gate run of one scenario and decide it with every design: {design: (status, calls)}."""
-    seed, s_index, run = task
+def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str, tuple[str, int]]]:
+    """Simulate one gate run of one scenario and decide it with each chosen design: {design: (status, calls)}."""
+    seed, s_index, run, designs = task
     scenario = SCENARIOS[s_index]
     rng = np.random.default_rng(np.random.SeedSequence([seed, s_index, run]))
     rounds = simulate(scenario, rng)
-    per_round_calls = N_CASES * len(VARIANTS)
+    cases = cases_for(scenario.cases)
+    per_round_calls = len(cases) * len(VARIANTS)
     out: dict[str, tuple[str, int]] = {}
 
-    history = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds)
-    repeats, status = history[-1]
-    out["gate adaptive 1→10"] = (status, repeats * per_round_calls)
-    repeats, status = gate_adaptive(make_config(scenario.check, 1, DEFAULT_CAP_REPEATS), rounds)[-1]
-    out["gate adaptive 1→5"] = (status, repeats * per_round_calls)
-    repeats, status = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds, rule="every run")[-1]
-    out["gate adaptive 1→10, repeated intervals every run"] = (status, repeats * per_round_calls)
-    repeats, status = gate_adaptive(make_config(scenario.check, 1, MAX_REPEATS), rounds, rule="95% every run")[-1]
-    out["gate adaptive 1→10, 95% every run"] = (status, repeats * per_round_calls)
+    def adaptive(cap: int, rule: str, smooth: bool) -> tuple[str, int]:
+        stats.SMOOTH_PERCENTILES = smooth
+        try:
+            repeats, status = gate_adaptive(make_config(scenario.check, 1, cap, cases), rounds, rule)[-1]
+        finally:
+            stats.SMOOTH_PERCENTILES = True
+        return status, repeats * per_round_calls
 
-    fixed = make_config(scenario.check, FIXED_REPEATS, FIXED_REPEATS)
+    runs = {
+        "now": lambda: adaptive(MAX_REPEATS, "schedule", True),
+        "plain": lambda: adaptive(MAX_REPEATS, "schedule", False),
+        "every-run": lambda: adaptive(MAX_REPEATS, "every run", False),
+        "before": lambda: adaptive(MAX_REPEATS, "95% every run", False),
+        "cap5": lambda: adaptive(DEFAULT_CAP_REPEATS, "schedule", True),
+    }
+    fixed = make_config(scenario.check, FIXED_REPEATS, FIXED_REPEATS, cases)
     rows = [row for k in range(FIXED_REPEATS) for row in rounds[k]]
-    out["gate fixed 3"] = (evaluate(fixed, rows, frozenset()).checks[0].status, FIXED_REPEATS * per_round_calls)
-
-    check = fixed.checks[0]
-    point = {v: compute_metrics([r.values for r in rows if r.variant == v], [check.metric]) for v in VARIANTS}
-    naive = evaluate_check(check, point["baseline"][check.metric], point["candidate"][check.metric])
-    out["naive fixed 3"] = (naive.status, FIXED_REPEATS * per_round_calls)
+    for key in designs:
+        if key in runs:
+            out[DESIGNS[key]] = runs[key]()
+        elif key == "fixed3":
+            out[DESIGNS[key]] = (evaluate(fixed, rows, frozenset()).checks[0].status, FIXED_REPEATS * per_round_calls)
+        else:  # naive3
+            check = fixed.checks[0]
+            point = {v: compute_metrics([r.values for r in rows if r.variant == v], [check.metric]) for v in VARIANTS}
+            naive = evaluate_check(check, point["baseline"][check.metric], point["candidate"][check.metric])
+            out[DESIGNS[key]] = (naive.status, FIXED_REPEATS * per_round_calls)
     return s_index, out
 
 
@@ -293,10 +321,10 @@ def pct(x: float) -> str:
 
 def table(results: dict[int, list[dict[str, tuple[str, int]]]]) -> str:
     lines = [
-        "| scenario | check | target | design | runs | fail (pass, at the bound) [95% CI] | inconclusive | pass "
-        "| calls | repeats "
+        "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
+        "| inconclusive | pass | calls | repeats "
         "| verdict |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|---|",
+        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for s_index, scenario in enumerate(SCENARIOS):
         runs = results[s_index]
@@ -310,7 +338,9 @@ def table(results: dict[int, list[dict[str, tuple[str, int]]]]) -> str:
             "A/B": f"fail ≥ {pct(scenario.target)}",
             "bound": f"pass ≤ {pct(scenario.target)}",
         }[scenario.kind]
-        for design in DESIGNS:
+        for design in DESIGNS.values():
+            if design not in runs[0]:
+                continue
             statuses = [r[design][0] for r in runs]
             calls = [r[design][1] for r in runs]
             counted = statuses.count("pass" if scenario.kind == "bound" else "fail")
@@ -321,9 +351,10 @@ def table(results: dict[int, list[dict[str, tuple[str, int]]]]) -> str:
             inside = lo <= scenario.target <= hi
             verdict = "met" if met else f"**missed** ({100 * gap:+.1f} pts{', CI contains target' if inside else ''})"
             lines.append(
-                f"| {scenario.name} | {check} | {target} | {design} | {n} | {pct(rate)} [{pct(lo)}, {pct(hi)}] "
+                f"| {scenario.name} | {scenario.cases} | {check} | {target} | {design} | {n} "
+                f"| {pct(rate)} [{pct(lo)}, {pct(hi)}] "
                 f"| {pct(statuses.count('inconclusive') / n)} | {pct(statuses.count('pass') / n)} "
-                f"| {np.mean(calls):.0f} | {np.mean(calls) / (N_CASES * len(VARIANTS)):.2f} | {verdict} |"
+                f"| {np.mean(calls):.0f} | {np.mean(calls) / (scenario.cases * len(VARIANTS)):.2f} | {verdict} |"
             )
     return "\n".join(lines)
 
@@ -337,12 +368,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios", default=None, help="comma-separated scenario numbers (1-based, in the table's order) to run"
     )
+    parser.add_argument(
+        "--designs",
+        default=",".join(DESIGNS),
+        help=f"comma-separated designs to decide each run with (default all: {', '.join(DESIGNS)})",
+    )
     args = parser.parse_args(argv)
+    designs = tuple(args.designs.split(","))
+    if unknown := set(designs) - set(DESIGNS):
+        parser.error(f"unknown designs {sorted(unknown)}; known: {', '.join(DESIGNS)}")
     chosen = {int(x) - 1 for x in args.scenarios.split(",")} if args.scenarios else set(range(len(SCENARIOS)))
     ab_runs = args.runs if args.ab_runs is None else args.ab_runs
 
     tasks = [
-        (args.seed, s, run)
+        (args.seed, s, run, designs)
         for s, scenario in enumerate(SCENARIOS)
         if s in chosen
         for run in range(args.runs if scenario.kind in ("A/A", "bound") else ab_runs)
@@ -373,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Seed {args.seed}; {args.runs} runs per A/A scenario, {ab_runs} per A/B scenario", end="")
     print(" (fewer A/B runs than A/A runs)." if 0 < ab_runs < args.runs else " (A/B skipped)." if ab_runs == 0 else ".")
     print(
-        f"{N_CASES} cases; confidence 0.95; on_inconclusive warn; bootstrap resamples {DEFAULT_RESAMPLES} "
+        f"{N_CASES} cases unless the row says otherwise; confidence 0.95; on_inconclusive warn; "
+        f"bootstrap resamples {DEFAULT_RESAMPLES} "
         "(the gate's default, unchanged); bootstrap seed 0 as in run_gate."
     )
     print()

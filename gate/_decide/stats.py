@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 DEFAULT_RESAMPLES = 2000
+SMOOTH_PERCENTILES = True  # False: the plain percentile in the bootstrap, as before (bench/power.py compares both)
 BLOCK_CELLS = 2_000_000  # cells of one (replicates × calls) matrix: bounds the bootstrap's memory (16 MB each)
 
 
@@ -174,8 +175,8 @@ def bootstrap(
     base_values, base_case = _flatten(sample.baseline)
     cand_values, cand_case = _flatten(sample.candidate)
     # Percentiles by the smoothed estimator: the same percentile, less noise between replicates and between runs.
-    base = _weighted_aggregate(base_values, base_case, base_weights, aggregation, smooth=True)
-    cand = _weighted_aggregate(cand_values, cand_case, cand_weights, aggregation, smooth=True)
+    base = _weighted_aggregate(base_values, base_case, base_weights, aggregation, SMOOTH_PERCENTILES)
+    cand = _weighted_aggregate(cand_values, cand_case, cand_weights, aggregation, SMOOTH_PERCENTILES)
     alpha = 1 - confidence
     delta = cand - base
 
