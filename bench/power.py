@@ -319,15 +319,15 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def table(results: dict[int, list[dict[str, tuple[str, int]]]]) -> str:
-    lines = [
+def table(results: dict[int, list[dict[str, tuple[str, int]]]], header: bool = True) -> str:
+    lines = [] if not header else [
         "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
         "| inconclusive | pass | calls | repeats "
         "| verdict |",
         "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for s_index, scenario in enumerate(SCENARIOS):
-        runs = results[s_index]
+        runs = results.get(s_index, [])
         n = len(runs)
         if n == 0:  # --ab-runs 0: A/A only
             continue
@@ -377,15 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     designs = tuple(args.designs.split(","))
     if unknown := set(designs) - set(DESIGNS):
         parser.error(f"unknown designs {sorted(unknown)}; known: {', '.join(DESIGNS)}")
-    chosen = {int(x) - 1 for x in args.scenarios.split(",")} if args.scenarios else set(range(len(SCENARIOS)))
+    chosen = [int(x) - 1 for x in args.scenarios.split(",")] if args.scenarios else list(range(len(SCENARIOS)))
     ab_runs = args.runs if args.ab_runs is None else args.ab_runs
 
-    tasks = [
-        (args.seed, s, run, designs)
-        for s, scenario in enumerate(SCENARIOS)
-        if s in chosen
-        for run in range(args.runs if scenario.kind in ("A/A", "bound") else ab_runs)
-    ]
+    wanted = {s: args.runs if SCENARIOS[s].kind in ("A/A", "bound") else ab_runs for s in chosen}
+    tasks = [(args.seed, s, run, designs) for s in chosen for run in range(wanted[s])]  # in the order asked
     results: dict[int, list[dict[str, tuple[str, int]]]] = {s: [] for s in range(len(SCENARIOS))}
     started = time.monotonic()
     print(f"power: {len(tasks)} simulated gate runs on {args.jobs} processes", file=sys.stderr)
@@ -396,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for done, (s_index, out) in enumerate(outcomes, start=1):
             results[s_index].append(out)  # imap keeps task order, so the table does not depend on scheduling
+            if len(results[s_index]) == wanted[s_index]:  # a scenario done: its rows now, on stderr, so a long run
+                print(table({s_index: results[s_index]}, header=False), file=sys.stderr, flush=True)  # keeps them
             if done % 50 == 0 or done == len(tasks):
                 elapsed = time.monotonic() - started
                 print(
