@@ -147,6 +147,9 @@ SCENARIOS = (
 )
 
 
+Outcome = tuple[str, int, "float | None"]  # a design's final status, calls spent, reported % change at the stop
+
+
 def cases_for(n: int) -> list[Case]:
     return [Case(id=f"case-{i:02d}", inputs={"q": i}) for i in range(n)]
 
@@ -210,7 +213,9 @@ def _every_run_level(runs: int, cap: int, confidence: float = 0.95) -> float:
     return max(confidence, NormalDist().cdf(c * math.sqrt(cap / runs)))
 
 
-def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = "schedule") -> list[tuple[int, str]]:
+def gate_adaptive(
+    config: GateConfig, rounds: list[list[TraceRow]], rule: str = "schedule"
+) -> list[tuple[int, str, float | None]]:
     """``run_gate``'s loop over pre-simulated rounds: (repeats per case, check status) after each evaluation.
 
     ``rule``: "schedule" is the gate's (looks at 1, 2, 4, … runs a case, then the cap, each at its repeated-interval
@@ -247,7 +252,7 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = 
             cost_usd=spent_usd(rows_so_far),
         )
 
-    history: list[tuple[int, str]] = []
+    history: list[tuple[int, str, float | None]] = []
 
     def decide(seed: int | None) -> Evaluation:  # as run_gate calls evaluate (seed None: its default, as the first)
         seeded = {} if seed is None else {"seed": seed}
@@ -258,15 +263,15 @@ def gate_adaptive(config: GateConfig, rounds: list[list[TraceRow]], rule: str = 
 
     run_round(range(config.run.repeats))
     evaluation = decide(None)
-    history.append((done["repeats"], evaluation.checks[0].status))
+    history.append((done["repeats"], evaluation.checks[0].status, evaluation.checks[0].delta_pct))
     while why_stop(evaluation) is None:
         run_round(range(done["repeats"], upcoming()))
         evaluation = decide(done["rounds"])  # fresh resamples per look, as run_gate does
-        history.append((done["repeats"], evaluation.checks[0].status))
+        history.append((done["repeats"], evaluation.checks[0].status, evaluation.checks[0].delta_pct))
     return history
 
 
-def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str, tuple[str, int]]]:
+def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str, Outcome]]:
     """Simulate one gate run of one scenario and decide it with each chosen design: {design: (status, calls)}."""
     seed, s_index, run, designs = task
     scenario = SCENARIOS[s_index]
@@ -274,15 +279,15 @@ def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str,
     rounds = simulate(scenario, rng)
     cases = cases_for(scenario.cases)
     per_round_calls = len(cases) * len(VARIANTS)
-    out: dict[str, tuple[str, int]] = {}
+    out: dict[str, Outcome] = {}
 
-    def adaptive(cap: int, rule: str, smooth: bool) -> tuple[str, int]:
+    def adaptive(cap: int, rule: str, smooth: bool) -> Outcome:
         stats.SMOOTH_PERCENTILES = smooth
         try:
-            repeats, status = gate_adaptive(make_config(scenario.check, 1, cap, cases), rounds, rule)[-1]
+            repeats, status, change = gate_adaptive(make_config(scenario.check, 1, cap, cases), rounds, rule)[-1]
         finally:
             stats.SMOOTH_PERCENTILES = True
-        return status, repeats * per_round_calls
+        return status, repeats * per_round_calls, change
 
     runs = {
         "now": lambda: adaptive(MAX_REPEATS, "schedule", True),
@@ -297,12 +302,13 @@ def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str,
         if key in runs:
             out[DESIGNS[key]] = runs[key]()
         elif key == "fixed3":
-            out[DESIGNS[key]] = (evaluate(fixed, rows, frozenset()).checks[0].status, FIXED_REPEATS * per_round_calls)
+            decided = evaluate(fixed, rows, frozenset()).checks[0]
+            out[DESIGNS[key]] = (decided.status, FIXED_REPEATS * per_round_calls, decided.delta_pct)
         else:  # naive3
             check = fixed.checks[0]
             point = {v: compute_metrics([r.values for r in rows if r.variant == v], [check.metric]) for v in VARIANTS}
             naive = evaluate_check(check, point["baseline"][check.metric], point["candidate"][check.metric])
-            out[DESIGNS[key]] = (naive.status, FIXED_REPEATS * per_round_calls)
+            out[DESIGNS[key]] = (naive.status, FIXED_REPEATS * per_round_calls, naive.delta_pct)
     return s_index, out
 
 
@@ -319,12 +325,12 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def table(results: dict[int, list[dict[str, tuple[str, int]]]], header: bool = True) -> str:
+def table(results: dict[int, list[dict[str, Outcome]]], header: bool = True) -> str:
     lines = [] if not header else [
         "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
-        "| inconclusive | pass | calls | repeats "
+        "| inconclusive | pass | calls | repeats | reported change: mean (of passes) "
         "| verdict |",
-        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---|",
+        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for s_index, scenario in enumerate(SCENARIOS):
         runs = results.get(s_index, [])
@@ -349,12 +355,17 @@ def table(results: dict[int, list[dict[str, tuple[str, int]]]], header: bool = T
             met = rate >= scenario.target if scenario.kind == "A/B" else rate <= scenario.target
             gap = rate - scenario.target
             inside = lo <= scenario.target <= hi
+            changes = [c for r in runs if (c := r[design][2]) is not None]
+            passed = [c for r in runs if (c := r[design][2]) is not None and r[design][0] == "pass"]
+            reported = f"{np.mean(changes):+.1f}%" if changes else "–"
+            reported += f" ({np.mean(passed):+.1f}%)" if passed else ""
             verdict = "met" if met else f"**missed** ({100 * gap:+.1f} pts{', CI contains target' if inside else ''})"
             lines.append(
                 f"| {scenario.name} | {scenario.cases} | {check} | {target} | {design} | {n} "
                 f"| {pct(rate)} [{pct(lo)}, {pct(hi)}] "
                 f"| {pct(statuses.count('inconclusive') / n)} | {pct(statuses.count('pass') / n)} "
-                f"| {np.mean(calls):.0f} | {np.mean(calls) / (scenario.cases * len(VARIANTS)):.2f} | {verdict} |"
+                f"| {np.mean(calls):.0f} | {np.mean(calls) / (scenario.cases * len(VARIANTS)):.2f} | {reported} "
+                f"| {verdict} |"
             )
     return "\n".join(lines)
 
@@ -382,11 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     wanted = {s: args.runs if SCENARIOS[s].kind in ("A/A", "bound") else ab_runs for s in chosen}
     tasks = [(args.seed, s, run, designs) for s in chosen for run in range(wanted[s])]  # in the order asked
-    results: dict[int, list[dict[str, tuple[str, int]]]] = {s: [] for s in range(len(SCENARIOS))}
+    results: dict[int, list[dict[str, Outcome]]] = {s: [] for s in range(len(SCENARIOS))}
     started = time.monotonic()
     print(f"power: {len(tasks)} simulated gate runs on {args.jobs} processes", file=sys.stderr)
     pool = get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
-    outcomes: Iterable[tuple[int, dict[str, tuple[str, int]]]] = (
+    outcomes: Iterable[tuple[int, dict[str, Outcome]]] = (
         pool.imap(one_run, tasks, chunksize=4) if pool is not None else map(one_run, tasks)
     )
     try:
