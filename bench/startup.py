@@ -30,7 +30,8 @@ def main() -> None:
     before = Path(tempfile.mkdtemp(prefix="gate-before-"))
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "gate"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
-    gates = {"before": {"PYTHONPATH": str(before)}, "now": {}}
+    # Safe path: `-m gate` would put the checkout (the working directory) before PYTHONPATH, and both would run it.
+    gates = {"before": {"PYTHONPATH": str(before), "PYTHONSAFEPATH": "1"}, "now": {"PYTHONSAFEPATH": "1"}}
     logs = Path(tempfile.mkdtemp(prefix="gate-startup-"))
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for run in range(args.runs):

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from gate._errors import ConfigError, GateError, Interrupted, Terminated
-from gate._run.progress import Progress
-from gate._verdict.schema import Verdict, render_json, verdict_schema, write_verdict
 from gate._version import __version__
 
+# Each command imports what it needs when it runs: `gate --help` and `gate --version` build no pydantic models.
 if TYPE_CHECKING:
-    from gate._commands.run import RunOptions
+    from gate._commands.plan import RunOptions
+    from gate._verdict.schema import Verdict
 
 __all__ = ["entry", "main"]
 
@@ -152,6 +152,7 @@ def _stored_trace_options(command: argparse.ArgumentParser) -> None:
 
 def _error_verdict(error: str, exit_code: int, reason: str, config: Path | None) -> Verdict:
     from gate._secrets import redact
+    from gate._verdict.schema import Verdict
 
     return Verdict(
         status="error",
@@ -164,6 +165,8 @@ def _error_verdict(error: str, exit_code: int, reason: str, config: Path | None)
 
 
 def _parse_reports(specs: list[str]) -> list[tuple[str, Path | None]]:
+    if not specs:
+        return []
     from gate.reporters import REPORTERS
 
     reports = []
@@ -184,6 +187,7 @@ def _emit(
     stderr and in the verdict on stdout; a report that cannot be written is a warning (the verdict itself arrived);
     a closed stdout (``gate run >&-``) is a warning. None of them ever becomes exit 1.
     """
+    from gate._verdict.schema import render_json, write_verdict
     from gate.reporters import REPORTERS
 
     if output is not None:
@@ -251,7 +255,7 @@ def _claim_stdout() -> TextIO | None:
 
 def _run(args: argparse.Namespace) -> int:
     """``gate run``, ``compare`` and ``score``: a verdict on stdout (and ``--output``) whatever happens."""
-    from gate.reporters.summary import render_summary
+    from gate._run.progress import Progress
 
     real_stdout = _claim_stdout()
     reports: list[tuple[str, Path | None]] = []
@@ -283,7 +287,7 @@ def _run(args: argparse.Namespace) -> int:
                     )
                 )
             elif args.dry_run:
-                from gate._commands.run import plan_gate
+                from gate._commands.plan import plan_gate
 
                 plan = plan_gate(_run_options(args))
                 if real_stdout is not None:
@@ -326,13 +330,14 @@ def _run(args: argparse.Namespace) -> int:
             reports,
         )
         return 3
+    from gate.reporters.summary import render_summary
+
     sys.stderr.write(render_summary(verdict))
     return _emit(verdict, real_stdout, args.output, reports)
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
-    from gate._commands.compare import SESSION_ID
-    from gate._commands.run import RunOptions
+    from gate._commands.plan import SESSION_ID, RunOptions
 
     session, shard, baseline_from = args.session, args.shard, args.baseline_from
     if session is not None and not SESSION_ID.fullmatch(session):
@@ -420,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"gate: {export_cases(args.config, args.to, args.tracking_uri)}", file=sys.stderr)
             return 0
+        from gate._verdict.schema import verdict_schema
+
         sys.stdout.write(json.dumps(verdict_schema(), indent=2) + "\n")
         return 0
     except GateError as exc:

@@ -7,7 +7,6 @@ landed whole), and the stored baseline of ``gate run --baseline-from``.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gate._commands.plan import SESSION_ID
 from gate._config.dataset import Case
 from gate._config.reader import format_loc
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, TraceSelector, describe_error, load_config
@@ -31,8 +31,6 @@ from gate._verdict.schema import ComparisonReport, SelectionReport, Verdict
 from gate.scorers import build_scorers
 
 __all__ = ["SESSION_ID", "CompareOptions", "compare", "parse_selector_flags"]
-
-SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gate._commands.plan import RunOptions, plan_gate
 from gate._config.dataset import Case
 from gate._config.fingerprint import code_digest, fingerprint
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config, require_run_parts
 from gate._decide.evaluate import Evaluation, evaluate
-from gate._decide.sizes import too_small
 from gate._errors import ConfigError, Interrupted, RunError, Terminated
 from gate._run.callers import Caller, InlineCaller
 from gate._run.endpoint import model_endpoint
@@ -48,20 +48,6 @@ from gate.scorers import build_scorers
 __all__ = ["RunOptions", "plan_gate", "run_gate"]
 
 INTERRUPTED_STOP_S = 3.0  # what workers get to write their traces when the run is cancelled or failed
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What the command line decides about a run."""
-
-    config_path: Path
-    simulate: bool = False
-    tracking_uri: str | None = None
-    session: str | None = None  # a session id chosen by the caller (shards share one); default: generated
-    shard: tuple[int, int] | None = None  # (i, n): run the i-th of n deterministic slices of the cases
-    baseline_from: str | None = None  # reuse the baseline traces of this session or MLflow run
-    baseline_ref: str | None = None  # the baseline's code from this git revision (wins over the config's ref)
-    report_only: bool = False  # a failing check exits 0 (never hides exit 2 or 3)
 
 
 @dataclass(frozen=True)
@@ -457,23 +443,3 @@ def _enable_openai_autolog() -> None:
         mlflow.openai.autolog(silent=True)
     except ImportError as exc:  # openai not installed: the app cannot be calling it either
         raise RunError(f"run.autolog is on but MLflow's OpenAI autolog cannot load: {exc}") from None
-
-
-def plan_gate(options: RunOptions) -> dict[str, Any]:
-    """What ``--dry-run`` reports: the calls a run would make, without calling any model or importing the targets."""
-    prepared = prepare(options.config_path, import_targets=False)
-    config = prepared.config
-    calls = len(prepared.cases) * len(VARIANTS) * config.run.repeats
-    return {
-        "config": str(options.config_path),
-        "cases": len(prepared.cases),
-        "variants": {
-            v: {"label": config.label(v), "target": config.target(v), "kind": config.kind(v), "is": config.describe(v)}
-            for v in VARIANTS
-        },
-        "repeats": config.run.repeats,
-        "calls": calls,
-        "concurrency": config.run.concurrency,
-        "checks": [c.metric for c in config.checks],
-        "too_small": too_small(config, len(prepared.cases)),  # checks these cases and repeats cannot decide
-    }

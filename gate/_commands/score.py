@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gate._commands.compare import SESSION_ID
+from gate._commands.plan import SESSION_ID
 from gate._config.dataset import Case
 from gate._config.fingerprint import fingerprint
 from gate._config.schema import DEFAULT_TRACKING_URI, VARIANTS, GateConfig, Variant, load_config

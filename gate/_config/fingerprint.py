@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gate._config.dataset import Case
-from gate._config.schema import GateConfig
+if TYPE_CHECKING:  # a worker process imports this module for code_digest and needs no config models
+    from gate._config.dataset import Case
+    from gate._config.schema import GateConfig
 
 __all__ = ["code_digest", "fingerprint"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from gate._traces.rows import CallResult
+if TYPE_CHECKING:  # the CLI imports this module for every command: no config models at start-up
+    from gate._traces.rows import CallResult
 
 __all__ = ["Progress"]
 

@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gate._config.dataset import Case
-from gate._config.schema import VARIANTS, Variant
 from gate._traces.rows import Call, CallResult
+
+if TYPE_CHECKING:  # a worker process imports this module for RetryPolicy and needs no config models
+    from gate._config.dataset import Case
+    from gate._config.schema import Variant
 
 __all__ = ["RetryPolicy", "is_transient", "plan_calls", "run_calls"]
 
@@ -66,6 +68,8 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 def plan_calls(cases: Sequence[Case], repeats: int | range) -> list[Call]:
     """Interleave the versions case by case, alternating which goes first, so drift hits both alike."""
+    from gate._config.schema import VARIANTS  # not at the top: see the TYPE_CHECKING block there
+
     calls: list[Call] = []
     for repeat in range(repeats) if isinstance(repeats, int) else repeats:
         for index, case in enumerate(cases):

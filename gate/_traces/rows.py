@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gate._config.dataset import Case
-from gate._config.schema import Variant
 from gate._metrics import extract_values, output_text, root_output, without_answer_metrics
 from gate._store.store import TAG_PREFIX
+
+if TYPE_CHECKING:  # annotations only: a worker process imports this module and needs no config models
+    from gate._config.dataset import Case
+    from gate._config.schema import Variant
 
 __all__ = ["OUTPUT_CHARS", "Call", "CallResult", "TraceRow", "match_traces", "spent_usd", "unjoined_server_spans"]
 
