@@ -119,3 +119,18 @@ def test_max_cost_counts_the_runs_the_next_look_adds() -> None:
     assert _stop(config, 4, cost=0.3) is None
     assert _stop(config, 4, cost=0.5) == "run.max_cost_usd (1) reached"  # 0.5 + 6 × 0.125 = $1.25
     assert _stop(config, 2, cost=None) == "run.max_cost_usd is set but the cost is unknown (add the model to `pricing`)"
+
+
+def test_a_check_decided_at_a_strict_look_shows_its_level_never_a_rounded_100_percent() -> None:
+    from gate._config.schema import CheckConfig
+    from gate._decide.checks import decide_check
+    from gate._decide.stats import PairedSample
+
+    check = CheckConfig(metric="latency_ms/mean", max_increase_pct=10)
+    baseline = [[100.0 + i, 101.0 + i] for i in range(10)]
+    candidate = [[200.0 + i, 201.0 + i] for i in range(10)]
+    sample = PairedSample(baseline, candidate)
+    messages = [
+        decide_check(check, sample, 105.0, 205.0, level, "warn").message for level in (0.95, 0.99561, 0.99999997)
+    ]
+    assert [m.rsplit(" at ", 1)[1].split(")")[0] for m in messages] == ["95%", "99.56%", ">99.99%"]

@@ -65,6 +65,14 @@ class CheckResult:
     leans: Literal["pass", "fail"] | None = None  # an inconclusive check: the point estimate's side of the bound
 
 
+def _level(confidence: float) -> str:
+    """A confidence level as a reader needs it: "95%", "99.56%" at a strict early look, never a rounded "100%"."""
+    pct = confidence * 100
+    if pct >= 99.995:
+        return ">99.99%"
+    return f"{pct:.2f}".rstrip("0").rstrip(".") + "%"
+
+
 def _fmt(value: float) -> str:
     """A measured value: one decimal from 100 up, two below, three significant digits under 1."""
     if value == 0:
@@ -300,7 +308,7 @@ def decide_check(
         status = "inconclusive"
     unit = "%" if ci_of == "delta_pct" else ""
     sign = "+" if ci_of != "candidate" else ""
-    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {confidence:.0%}"
+    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {_level(confidence)}"
     # Unpaired, each group is one trace: there are no cases, and the interval is the calls-level one.
     if clustered is not None and clustered.mixed and ci_of == "candidate" and sample.paired:
         interval += f", cases as the unit, design effect {clustered.design_effect:.1f}"
