@@ -43,9 +43,10 @@ def stop_reason(
         return f"a check failed ({', '.join(failed) or 'a golden case regressed'}); the exit code is settled"
     if repeats >= config.max_repeats():
         return f"run.max_repeats ({config.max_repeats()}) reached"
-    over = next_repeats <= 0 or len(results) + calls_per_repeat * next_repeats > (config.run.max_calls or 0)
-    if config.run.max_calls is not None and over:  # next_repeats 0: the looks stop where max_calls does
-        return f"run.max_calls ({config.run.max_calls}) reached"
+    if config.run.max_calls is not None:
+        # next_repeats 0: the looks were scheduled to end where max_calls does (look_cap), and they have
+        if next_repeats <= 0 or len(results) + calls_per_repeat * next_repeats > config.run.max_calls:
+            return f"run.max_calls ({config.run.max_calls}) reached"
     if config.run.max_cost_usd is not None:
         if cost_usd is None:
             return "run.max_cost_usd is set but the cost is unknown (add the model to `pricing`)"
