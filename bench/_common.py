@@ -169,6 +169,16 @@ def measure(
     return Measured(proc.returncode, round(wall, 3), round(cpu, 2), round(usage.ru_maxrss / 1024, 1), state["killed"])
 
 
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of k successes in n runs (the whole [0, 1] when nothing was run)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def tail(path: Path | str, lines: int = 8) -> str:
     """The last lines of a log, for a failure message."""
     try:

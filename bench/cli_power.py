@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import wilson
 
 CASES = 40
 RUN = {"repeats": 1, "max_repeats": 10, "concurrency": 8, "isolation": "inline", "warmup": False, "timeout_s": 30}
@@ -94,15 +94,6 @@ def baseline(q):
 def candidate(q):
     return _sleep(q, FACTOR * CASE_FACTORS.get(q, 1.0))
 '''
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def write_project(folder: Path, check: dict[str, Any]) -> None:

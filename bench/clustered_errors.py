@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -53,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import the working tree's gate
 
-from _common import machine, write_json
+from _common import machine, wilson, write_json
 
 from gate._config.schema import CheckConfig
 from gate._decide import checks
@@ -181,15 +180,6 @@ def calls_to_pass_with_no_errors(limit: float, repeats: int) -> int:
         if decide(zeros, zeros, limit).status == "pass":
             return cases * repeats
     raise RuntimeError("never passes")
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def pct(x: float) -> str:

@@ -34,21 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import wilson
+
 from gate._config.schema import CheckConfig
 from gate._decide.per_case import decide_per_case
 from gate._traces.rows import TraceRow
 
 CHECK = CheckConfig(metric="latency_ms/mean", max_increase_pct=100, per_case=True)
 SIGMA, CASE_SIGMA, CAP = 0.3, 0.5, 10
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def one_run(rng: random.Random, cases: int, factors: dict[int, float], every_round: bool) -> tuple[str, int, bool]:

@@ -79,6 +79,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import the working tree's gate
 
+from _common import wilson
+
 from gate._config.dataset import Case
 from gate._config.schema import VARIANTS, GateConfig
 from gate._decide import stats
@@ -310,15 +312,6 @@ def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str,
             naive = evaluate_check(check, point["baseline"][check.metric], point["candidate"][check.metric])
             out[DESIGNS[key]] = (naive.status, FIXED_REPEATS * per_round_calls, naive.delta_pct)
     return s_index, out
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def pct(x: float) -> str:
