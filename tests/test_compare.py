@@ -112,6 +112,29 @@ def test_compare_traces_made_outside_the_gate_pairs_them_by_inputs(project: Proj
     assert verdict["metrics"]["candidate"]["total_tokens/mean"] > verdict["metrics"]["baseline"]["total_tokens/mean"]
 
 
+def test_compare_reads_a_sqlite_store_without_importing_mlflow_and_decides_as_mlflows_read(
+    project: Project, produce: Produce
+) -> None:
+    """Importing MLflow and opening its store was ~3.5 s of a 10,000-trace compare (bench/analysis.py)."""
+    produce(project, "--repeats", "2")
+    compare_config(project)
+    direct = project.gate("compare", *NAMES, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert direct.code == 0, direct.stderr[-3000:]
+    log = [line for line in direct.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in log}
+    assert "gate._traces.sqlite_direct" in imported  # the import log is complete enough to see the reader in it
+    assert sorted(m for m in imported if m.split(".")[0] == "mlflow") == []
+    public = project.gate("compare", *NAMES, env={"GATE_TRACE_READER": "public"})
+    assert public.code == 0, public.stderr
+    for seat in ("baseline", "candidate"):
+        assert direct.verdict["variants"][seat]["selection"]["reader"] == "sqlite"
+        assert public.verdict["variants"][seat]["selection"]["reader"] == "public"
+    assert direct.verdict["metrics"] == public.verdict["metrics"]
+    assert direct.verdict["checks"] == public.verdict["checks"]
+    assert direct.verdict["cases"] == public.verdict["cases"]
+    assert direct.verdict["variants"]["baseline"]["selection"]["traces"] == 12
+
+
 def test_compare_selects_loggedmodel_versions_by_model_id(project: Project, produce: Produce) -> None:
     produced = produce(project, "--repeats", "1", "--model-ids")
     compare_config(

@@ -1,5 +1,7 @@
 """Reading stored traces for metrics: the SQL reader (gate/_traces/span_rows.py ``sql_trace_reader``: trace infos, tags
-and spans straight from MLflow's tables, paged by key) gives the same rows as MLflow's public ``search_traces``.
+and spans straight from MLflow's tables through its SQLAlchemy store, paged by key) and the direct SQLite reader
+(gate/_traces/sqlite_direct.py: the same tables through Python's sqlite3, MLflow not imported) give the same rows as
+MLflow's public ``search_traces``.
 
 Real MLflow, real stores: a SQLite file, and a PostgreSQL database where PostgreSQL starts on this machine (skipped
 otherwise). Traces are made by a script through MLflow's tracing API (sync export): two versions of an app with
@@ -101,10 +103,14 @@ with mlflow.start_run(run_name="gate-run") as run:
     versions["candidate"](QUESTIONS[0], retried)
     streamed_tags = {"gate.session": sys.argv[3], "gate.variant": "baseline", "gate.case_id": "q9", "gate.repeat": "0"}
     list(streamed("Stream it", streamed_tags))
+traffic = []
 for question in QUESTIONS * 2:  # production traffic: no gate tags, no run
     versions["baseline"](question, {"env": "staging"})
+    traffic.append(mlflow.get_last_active_trace_id())
 mlflow.flush_trace_async_logging()
-print(json.dumps({"run_id": run.info.run_id}))
+linked = traffic[:2]  # linked to the run afterwards (an entity association), not recorded in it
+mlflow.MlflowClient().link_traces_to_run(linked, run.info.run_id)
+print(json.dumps({"run_id": run.info.run_id, "linked": linked}))
 """
 
 
@@ -116,6 +122,7 @@ class Stored:
     backend: str
     run_id: str
     experiment_id: str
+    linked: tuple[str, ...] = ()  # traffic traces linked to the run after the fact
 
     def client(self) -> Any:
         from mlflow import MlflowClient
@@ -138,10 +145,10 @@ def _produce(uri: str, folder: Path, backend: str) -> Stored:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
-    stored = Stored(uri, backend, run_id, "")
+    produced = json.loads(proc.stdout.strip().splitlines()[-1])
+    stored = Stored(uri, backend, produced["run_id"], "")
     experiment = stored.client().get_experiment_by_name(EXPERIMENT)
-    return Stored(uri, backend, run_id, str(experiment.experiment_id))
+    return Stored(uri, backend, produced["run_id"], str(experiment.experiment_id), tuple(produced["linked"]))
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +185,7 @@ def _read(
     reader: str | None,
     prices: dict[str, PriceConfig] = PRICES,
 ) -> Collected:
-    """``collect`` one selection with the reader forced (``public``/``sql``) or chosen (None)."""
+    """``collect`` one selection with the reader forced (``public``/``sql``/``sqlite``) or chosen (None)."""
     if reader is None:
         monkeypatch.delenv(span_rows.READER_ENV, raising=False)
     else:
@@ -206,24 +213,35 @@ def _selections(stored: Stored) -> dict[str, Selection]:
         "session candidate": select("candidate", session=SESSION),
         "trace name": select("baseline", trace_name="support_v1"),
         "tag and run": select("candidate", tags={"env": "prod"}, run_id=stored.run_id),
+        "run, linked traces too": select("baseline", run_id=stored.run_id),
+        "time window": select("baseline", trace_name="support_v1", since="2000-01-01T00:00:00Z"),
         "traffic without gate tags": select("baseline", tags={"env": "staging"}),
         "capped": select("baseline", trace_name="support_v1", max_traces=4),
         "nothing": select("baseline", trace_name="no_such_app"),
     }
 
 
-def test_the_sql_reader_gives_the_rows_mlflows_search_gives(stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
+def _fastest(stored: Stored) -> str:
+    """The reader chosen by default: Python's sqlite3 on a SQLite file, the SQL reader on PostgreSQL."""
+    return "sqlite" if stored.backend == "sqlite" else "sql"
+
+
+def test_the_fast_readers_give_the_rows_mlflows_search_gives(stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
     for (name, selection), prices in itertools.product(_selections(stored).items(), (PRICES, EVERY_PRICE)):
-        fast = _read(stored, selection, monkeypatch, None, prices)
+        chosen = _read(stored, selection, monkeypatch, None, prices)
         public = _read(stored, selection, monkeypatch, "public", prices)
-        assert fast.readers == {selection.variant: "sql"}, name  # the fast path is taken on SQLite and PostgreSQL
+        assert chosen.readers == {selection.variant: _fastest(stored)}, name
         assert public.readers == {selection.variant: "public"}, name
-        assert _rows(fast) == _rows(public), name
-        assert fast.found == public.found, name
-        assert fast.more_than_max == public.more_than_max, name
-        assert fast.runs == public.runs, name
-        assert fast.inputs == public.inputs, name
-        assert pair_rows(fast.seen, "auto") == pair_rows(public.seen, "auto"), name
+        fast_ones = [chosen]
+        if _fastest(stored) != "sql":
+            fast_ones.append(_read(stored, selection, monkeypatch, "sql", prices))
+        for fast in fast_ones:
+            assert _rows(fast) == _rows(public), (name, fast.readers)
+            assert fast.found == public.found, name
+            assert fast.more_than_max == public.more_than_max, name
+            assert fast.runs == public.runs, name
+            assert fast.inputs == public.inputs, name
+            assert pair_rows(fast.seen, "auto") == pair_rows(public.seen, "auto"), name
     # what the selections hold, so that "the same" is not "both empty"
     session = _read(stored, _selections(stored)["session baseline"], monkeypatch, None)
     values = [s.row.values for s in session.seen]
@@ -239,6 +257,9 @@ def test_the_sql_reader_gives_the_rows_mlflows_search_gives(stored: Stored, monk
     assert len({s.run_id for s in candidate.seen}) == 1
     capped = _read(stored, _selections(stored)["capped"], monkeypatch, None)
     assert capped.found == {"baseline": 4} and capped.more_than_max == {"baseline": True}
+    in_run = _read(stored, _selections(stored)["run, linked traces too"], monkeypatch, None)
+    assert set(stored.linked) <= {s.row.trace_id for s in in_run.seen}  # linked, not recorded in the run
+    assert len(in_run.seen) == 16  # 7 baseline + 7 candidate traces recorded in the run, 2 linked to it
     assert any("Ünïcödé" in (s.row.output or "") for s in session.seen)
 
 
@@ -247,8 +268,9 @@ def test_every_page_size_reads_the_same_rows(stored: Stored, monkeypatch: pytest
     whole = _read(stored, selection, monkeypatch, None)
     monkeypatch.setenv("GATE_SEARCH_PAGE", "2")
     fast = _read(stored, selection, monkeypatch, None)
+    sql = _read(stored, selection, monkeypatch, "sql")
     public = _read(stored, selection, monkeypatch, "public")
-    assert _rows(fast) == _rows(public) == _rows(whole)
+    assert _rows(fast) == _rows(sql) == _rows(public) == _rows(whole)
     assert len(fast.seen) == 13  # support_v1: 6 of the session, the streamed one, 6 of traffic
 
 
@@ -268,11 +290,11 @@ def test_traces_at_the_same_millisecond_are_paged_in_mlflows_order(
     for name in ("trace name", "session candidate"):
         selection = _selections(tied)[name]
         whole = _read(tied, selection, monkeypatch, "public")
-        for size in ("1", "3"):
+        for size, reader in itertools.product(("1", "3"), ("sql", "sqlite")):
             monkeypatch.setenv("GATE_SEARCH_PAGE", size)
-            fast = _read(tied, selection, monkeypatch, None)
-            assert fast.readers == {selection.variant: "sql"}
-            assert _rows(fast) == _rows(whole), (name, size)
+            fast = _read(tied, selection, monkeypatch, reader)
+            assert fast.readers == {selection.variant: reader}
+            assert _rows(fast) == _rows(whole), (name, size, reader)
             assert len({s.row.trace_id for s in fast.seen}) == len(fast.seen)
 
 
@@ -313,8 +335,11 @@ def test_a_sessions_traces_read_back_match_the_calls_the_same_way(
 
 
 def test_the_sql_reader_steps_aside_where_it_is_not_verified(stored: Stored, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gate._traces import sqlite_direct
+
     selection = _selections(stored)["trace name"]
     monkeypatch.setattr(span_rows, "TESTED_MLFLOW", ((2, 0),))
+    monkeypatch.setattr(sqlite_direct, "TESTED_SCHEMAS", {})  # nor the direct reader
     untested = _read(stored, selection, monkeypatch, None)
     assert untested.readers == {"baseline": "public"}  # MLflow's search, spans as dicts
     with pytest.raises(ConfigError, match="GATE_TRACE_READER=sql, but the SQL trace reader cannot be used: MLflow"):
@@ -335,3 +360,35 @@ def test_a_store_that_is_not_mlflows_sql_store_is_read_through_mlflow(monkeypatc
     monkeypatch.setenv(span_rows.READER_ENV, "fast")
     with pytest.raises(ConfigError, match="GATE_TRACE_READER='fast': use 'public'"):
         span_rows.sql_trace_reader(Client())
+
+
+def test_the_direct_reader_steps_aside_where_it_is_not_verified(
+    stored: Stored, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gate._traces import sqlite_direct
+
+    selection = _selections(stored)["trace name"]
+    if stored.backend != "sqlite":
+        assert _read(stored, selection, monkeypatch, None).readers == {"baseline": "sql"}
+        with pytest.raises(ConfigError, match="SQLite reader cannot be used: the tracking URI is not an existing"):
+            _read(stored, selection, monkeypatch, "sqlite")
+        return
+    # A schema revision it was not verified on: MLflow's SQL store reads it (which checks the schema itself).
+    monkeypatch.setattr(sqlite_direct, "TESTED_SCHEMAS", {"0123456789ab": "MLflow 9.9"})
+    assert _read(stored, selection, monkeypatch, None).readers == {"baseline": "sql"}
+    with pytest.raises(ConfigError, match=r"schema revision is \w+; verified on 0123456789ab \(MLflow 9\.9\)"):
+        _read(stored, selection, monkeypatch, "sqlite")
+    monkeypatch.undo()
+    # A filter MLflow applies in its own way (linked prompts): not translated, so read through MLflow.
+    linked = (("tag", "mlflow.linkedPrompts", "support/1"),)
+    monkeypatch.delenv(span_rows.READER_ENV, raising=False)
+    assert sqlite_direct.direct_reader(stored.uri, [selection.terms]) is not None
+    assert sqlite_direct.direct_reader(stored.uri, [selection.terms, linked]) is None
+    assert sqlite_direct.direct_reader(stored.uri, [None]) is None  # a bare filter string (gate run --baseline-from)
+    monkeypatch.setenv(span_rows.READER_ENV, "sqlite")
+    with pytest.raises(ConfigError, match=r"MLflow filters tag 'mlflow\.linkedPrompts' in its own way"):
+        sqlite_direct.direct_reader(stored.uri, [linked])
+    with pytest.raises(ConfigError, match="the tracking URI is not an existing SQLite file"):
+        sqlite_direct.direct_reader(stored.uri + ".missing", [selection.terms])
+    # Read-only: the reader never creates a database (a misspelt path stays missing).
+    assert not Path(stored.uri.removeprefix("sqlite:///") + ".missing").exists()

@@ -305,7 +305,26 @@ def test_bootstrap_in_blocks_of_replicates_gives_the_same_intervals(
     )
     whole = bootstrap(sample, aggregation, seed=5)
     monkeypatch.setattr(stats, "BLOCK_CELLS", 1000)  # 8 replicates per block
-    assert bootstrap(sample, aggregation, seed=5) == whole
+    blocks = bootstrap(sample, aggregation, seed=5)
+    # Equal up to rounding: a smoothed percentile sums over the columns its block's replicates need (KERNEL_REACH).
+    pairs = [(blocks.candidate, whole.candidate), (blocks.delta, whole.delta), (blocks.delta_pct, whole.delta_pct)]
+    for got, want in pairs:
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_the_smoothed_percentile_sums_only_where_its_kernel_has_mass() -> None:
+    """Leaving out the order statistics beyond KERNEL_REACH spreads changes no interval beyond rounding."""
+    rng = np.random.default_rng(4)
+    for cases, repeats in ((500, 20), (40, 1), (50, 10)):
+        values = rng.lognormal(4, 0.5, cases * repeats)
+        case_of = np.repeat(np.arange(cases), repeats)
+        weights = rng.multinomial(cases, [1 / cases] * cases, size=400).astype(float)
+        for aggregation in ("p95", "median", "p5"):
+            windowed = stats._weighted_aggregate(values, case_of, weights, aggregation, smooth=True)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(stats, "KERNEL_REACH", math.inf)  # every column
+                every = stats._weighted_aggregate(values, case_of, weights, aggregation, smooth=True)
+            assert windowed == pytest.approx(every, rel=1e-12), (cases, repeats, aggregation)
 
 
 # --- 0/1 rates with cases as the unit (Korn-Graubard effective sample size) ---

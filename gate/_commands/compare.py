@@ -25,6 +25,7 @@ from gate._run.prepare import gather_cases, search_path
 from gate._store.store import TAG_PREFIX, Store, open_store, prepare_environment, resolve_tracking_uri
 from gate._traces.scoring import ScorerStats
 from gate._traces.select import Collected, Paired, Selection, collect, pair_rows, recorded_apart, selection_for
+from gate._traces.sqlite_direct import DirectReader, direct_reader
 from gate._traces.stored import StoredScoring, check_shards, dataset_index, recorded_runs, results_of
 from gate._verdict.assemble import Gathered, StoreInfo, VersionSource, build_verdict
 from gate._verdict.schema import ComparisonReport, SelectionReport, Verdict
@@ -118,13 +119,45 @@ def _flat(selector: TraceSelector) -> dict[str, str]:
     return out
 
 
-def _experiment_id(store: Store, name: str | None) -> str:
+@dataclass(frozen=True)
+class _DirectStore:
+    """A SQLite store read by the direct reader: what ``compare`` needs of a ``Store``, MLflow not imported."""
+
+    tracking_uri: str
+    experiment_id: str
+    reader: DirectReader
+    client: None = None
+
+
+def _direct_store(
+    tracking_uri: str, experiment: str, selectors: Mapping[str, TraceSelector], scorers: bool, session: str | None
+) -> _DirectStore | None:
+    """The store to read without MLflow, where the direct reader can read every selection; None: open MLflow's.
+
+    Not for a gathered session (its runs are MLflow's to check), with scorers (they take MLflow's traces), or when the
+    experiment does not exist (opening the store creates it) or was deleted (opening it says how to restore it)."""
+    if scorers or session is not None:
+        return None
+    terms = [selection_for(selector, variant, "", 0.0).terms for variant, selector in selectors.items()]
+    reader = direct_reader(tracking_uri, terms)
+    found = reader.experiment(experiment) if reader is not None else None
+    if reader is None or found is None or found[1] != "active":
+        return None
+    return _DirectStore(tracking_uri, found[0], reader)
+
+
+def _experiment_id(store: Store | _DirectStore, name: str | None) -> str:
     if name is None:
         return str(store.experiment_id)
-    found = store.client.get_experiment_by_name(name)
+    if isinstance(store, _DirectStore):
+        named = store.reader.experiment(name)
+        found = None if named is None else named[0]
+    else:
+        experiment = store.client.get_experiment_by_name(name)
+        found = None if experiment is None else str(experiment.experiment_id)
     if found is None:
         raise RunError(f"no experiment named '{name}' at {store.tracking_uri}; check the selector's 'experiment'")
-    return str(found.experiment_id)
+    return found
 
 
 def compare(options: CompareOptions) -> Verdict:
@@ -144,21 +177,20 @@ def compare(options: CompareOptions) -> Verdict:
     prepare_environment()
     with model_endpoint(config, options.simulate) as endpoint:  # judges may need the simulator
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
-        store = open_store(tracking_uri, config.experiment)
+        scorers = build_scorers(config.scorers, search_path(options.config_path))
+        store: Store | _DirectStore | None = _direct_store(
+            tracking_uri, config.experiment, selectors, bool(scorers), options.session
+        )
+        if store is None:
+            store = open_store(tracking_uri, config.experiment)
         chosen_runs: dict[str, Any] = {}
-        if options.session is not None:
+        if options.session is not None and isinstance(store, Store):
             runs = recorded_runs(store, options.session)
             if runs:
                 chosen_runs = check_shards(runs, options.session, config, dataset)
         label = options.session or f"compare-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
         stats: dict[str, ScorerStats] = {}
-        scoring = StoredScoring(
-            build_scorers(config.scorers, search_path(options.config_path)),
-            dataset_index(dataset),
-            label,
-            config.run.concurrency,
-            stats,
-        )
+        scoring = StoredScoring(scorers, dataset_index(dataset), label, config.run.concurrency, stats)
         now_s = time.time()
         collected = Collected()
         selections: dict[str, Selection] = {}
@@ -203,6 +235,7 @@ def compare(options: CompareOptions) -> Verdict:
                 counted=sum(1 for r in paired.rows if r.variant == v),
                 sessions=len({s.session for s in collected.seen if s.row.variant == v and s.session}),
                 more_than_max=collected.more_than_max.get(v, False),
+                reader=collected.readers.get(v),
             ),
         )
         for v in VARIANTS

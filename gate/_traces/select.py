@@ -3,9 +3,11 @@
 Used by ``gate compare`` (selectors, shard gathering) and ``gate run --baseline-from``. A selection is read
 page by page (``PAGE`` traces at a time, newest first, up to a fixed "until" instant so that traces arriving
 meanwhile cannot shift the pages); each page is reduced to rows and scored before the next is read, so memory
-holds rows, not traces. When no scorer needs MLflow's ``Trace`` objects, the pages come from the SQL store's tables
-where that reader is verified (gate/_traces/span_rows.py ``sql_trace_reader``: two queries a page, paged by key),
-else from MLflow's ``search_traces`` (paged by offset) with the spans read as dicts where the store allows it.
+holds rows, not traces. When no scorer needs MLflow's ``Trace`` objects, the pages come from a SQLite store's tables
+through Python's sqlite3 (gate/_traces/sqlite_direct.py: MLflow not imported) or from the SQL store's tables through
+MLflow's SQLAlchemy store (gate/_traces/span_rows.py ``sql_trace_reader``), each where it is verified (two queries a
+page, paged by key), else from MLflow's ``search_traces`` (paged by offset) with the spans read as dicts where the
+store allows it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gate._secrets import redact_uri
 from gate._store.store import TAG_PREFIX
 from gate._traces.rows import OUTPUT_CHARS, TraceRow
 from gate._traces.span_rows import SqlPages, SqlTraceReader, span_reader, sql_trace_reader, with_dict_spans
+from gate._traces.sqlite_direct import DirectPages, DirectReader, Term, direct_reader
 
 __all__ = [
     "PAGE",
@@ -35,6 +38,7 @@ __all__ = [
     "Collected",
     "Selection",
     "collect",
+    "filter_string",
     "iter_pages",
     "page_size",
     "pair_rows",
@@ -49,6 +53,7 @@ PAGE = 500  # traces per search request (MLflow's search_traces: also one reques
 SQL_PAGE = 250
 PAGE_ENV = "GATE_SEARCH_PAGE"  # a smaller page for a slow tracking server (and for the paging tests); sets both
 PairBy = Literal["auto", "case_id", "inputs", "none"]
+Reader = Literal["sqlite", "sql", "public"]  # the direct SQLite reader, the SQL reader, MLflow's search_traces
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class Selection:
     experiment_id: str
     filter_string: str
     max_traces: int
+    # The same filter as terms, for the direct SQLite reader (gate/_traces/sqlite_direct.py); None: only the string.
+    terms: tuple[Term, ...] | None = None
 
 
 def _quoted(value: str) -> str:
@@ -67,24 +74,37 @@ def _quoted(value: str) -> str:
 
 def selection_for(selector: TraceSelector, variant: str, experiment_id: str, now_s: float) -> Selection:
     """Translate a selector into MLflow's trace filter (every given field must match)."""
-    terms = []
+    terms: list[Term] = []
     if selector.session is not None:
-        terms.append(f"tags.`{TAG_PREFIX}session` = {_quoted(selector.session)}")
-        terms.append(f"tags.`{TAG_PREFIX}variant` = {_quoted(selector.variant or variant)}")
+        terms.append(("tag", f"{TAG_PREFIX}session", selector.session))
+        terms.append(("tag", f"{TAG_PREFIX}variant", selector.variant or variant))
     if selector.run_id is not None:
-        terms.append(f"metadata.`mlflow.sourceRun` = {_quoted(selector.run_id)}")
+        terms.append(("metadata", "mlflow.sourceRun", selector.run_id))
     if selector.model_id is not None:
-        terms.append(f"metadata.`mlflow.modelId` = {_quoted(selector.model_id)}")
+        terms.append(("metadata", "mlflow.modelId", selector.model_id))
     if selector.trace_name is not None:
-        terms.append(f"trace.name = {_quoted(selector.trace_name)}")
-    terms += [f"tags.`{key}` = {_quoted(value)}" for key, value in sorted(selector.tags.items())]
-    terms += [f"metadata.`{key}` = {_quoted(value)}" for key, value in sorted(selector.metadata.items())]
+        terms.append(("name", "", selector.trace_name))
+    terms += [("tag", key, value) for key, value in sorted(selector.tags.items())]
+    terms += [("metadata", key, value) for key, value in sorted(selector.metadata.items())]
     if selector.since is not None:
-        terms.append(f"timestamp_ms >= {parse_instant(selector.since, now_s)}")
+        terms.append(("since", "", parse_instant(selector.since, now_s)))
     # Always an upper end: traces that arrive while the pages are read must not shift them.
     until = parse_instant(selector.until, now_s) if selector.until is not None else int(now_s * 1000)
-    terms.append(f"timestamp_ms <= {until}")
-    return Selection(variant, experiment_id, " AND ".join(terms), selector.max_traces)
+    terms.append(("until", "", until))
+    return Selection(variant, experiment_id, filter_string(terms), selector.max_traces, tuple(terms))
+
+
+def filter_string(terms: Sequence[Term]) -> str:
+    """MLflow's trace filter for these terms (every one must match)."""
+    out = []
+    for kind, key, value in terms:
+        if kind == "name":
+            out.append(f"trace.name = {_quoted(value)}")
+        elif kind in ("tag", "metadata"):
+            out.append(f"{'tags' if kind == 'tag' else 'metadata'}.`{key}` = {_quoted(value)}")
+        else:
+            out.append(f"timestamp_ms {'>=' if kind == 'since' else '<='} {value}")
+    return " AND ".join(out)
 
 
 def iter_pages(
@@ -142,7 +162,7 @@ class Collected:
     found: dict[str, int] = field(default_factory=dict)  # traces per variant
     more_than_max: dict[str, bool] = field(default_factory=dict)
     runs: dict[str, set[str]] = field(default_factory=dict)  # the MLflow runs the traces point to, per variant
-    readers: dict[str, str] = field(default_factory=dict)  # how each variant's traces were read: "sql" or "public"
+    readers: dict[str, Reader] = field(default_factory=dict)  # how each variant's traces were read
 
 
 def _inputs(trace: Any) -> dict[str, Any]:
@@ -205,9 +225,10 @@ def collect(
 ) -> None:
     """Read a selection page by page into ``into``; ``score_page`` adds scores while each page's traces exist.
 
-    ``need_traces=False`` (no scorer looks at MLflow's ``Trace`` objects): the SQL reader where it is verified,
-    else MLflow's search with spans read as plain dicts where the store allows it (gate/_traces/span_rows.py);
-    ``into.readers`` says which.
+    ``need_traces=False`` (no scorer looks at MLflow's ``Trace`` objects): the direct SQLite reader (no MLflow;
+    gate/_traces/sqlite_direct.py) or the SQL reader where it is verified, else MLflow's search with spans read as
+    plain dicts where the store allows it (gate/_traces/span_rows.py); ``into.readers`` says which. ``client`` may be
+    None where the caller knows the direct reader applies (``direct_reader``).
     """
     variant = selection.variant
     count = 0
@@ -284,7 +305,7 @@ def page_size(default: int = PAGE) -> int:
 class _PublicPages:
     """A selection's pages through MLflow's ``search_traces`` (spans as dicts when a span reader is given)."""
 
-    name = "public"
+    name: Reader = "public"
 
     def __init__(self, client: Any, selection: Selection, tracking_uri: str, need_traces: bool) -> None:
         self.client, self.selection, self.tracking_uri = client, selection, tracking_uri
@@ -304,11 +325,11 @@ class _PublicPages:
 class _SqlPages:
     """A selection's pages through the SQL reader; a store error is a run error, as on the public path."""
 
-    name = "sql"
+    name: Reader = "sql"
 
     def __init__(self, reader: SqlTraceReader, selection: Selection, tracking_uri: str) -> None:
         self.selection, self.tracking_uri = selection, tracking_uri
-        self.pages: SqlPages = reader.pages(
+        self.pages: SqlPages | DirectPages = reader.pages(
             selection.experiment_id, selection.filter_string, selection.max_traces, page_size(SQL_PAGE)
         )
 
@@ -331,8 +352,29 @@ class _SqlPages:
         return self.pages.more
 
 
-def _pages(client: Any, selection: Selection, tracking_uri: str, need_traces: bool) -> _PublicPages | _SqlPages:
-    """How to read a selection: the SQL reader when no scorer needs MLflow's traces and it is verified here."""
+class _DirectPages(_SqlPages):
+    """A selection's pages through the direct SQLite reader (MLflow not imported)."""
+
+    name: Reader = "sqlite"
+
+    def __init__(self, reader: DirectReader, selection: Selection, tracking_uri: str) -> None:
+        assert selection.terms is not None
+        self.selection, self.tracking_uri = selection, tracking_uri
+        self.pages = reader.pages(selection.experiment_id, selection.terms, selection.max_traces, page_size(SQL_PAGE))
+
+
+def _pages(
+    client: Any, selection: Selection, tracking_uri: str, need_traces: bool
+) -> _PublicPages | _SqlPages | _DirectPages:
+    """How to read a selection, when no scorer needs MLflow's traces: the direct SQLite reader, else the SQL reader
+    where each is verified; else MLflow's search. ``client`` None: only the direct reader (the caller checked)."""
+    direct = None if need_traces else direct_reader(tracking_uri, [selection.terms])
+    if direct is not None:
+        if client is not None:
+            direct.get_trace = client.get_trace
+        return _DirectPages(direct, selection, tracking_uri)
+    if client is None:
+        raise RunError(f"cannot read the {selection.variant}'s traces at {redact_uri(tracking_uri)} without MLflow")
     reader = None if need_traces else sql_trace_reader(client)
     if reader is not None:
         return _SqlPages(reader, selection, tracking_uri)

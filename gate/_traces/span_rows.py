@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,23 +38,32 @@ from gate._errors import ConfigError
 from gate._store.store import TAG_PREFIX
 
 __all__ = [
+    "INFO_COLUMNS",
     "INFO_METADATA",
     "INFO_TAGS",
+    "READERS",
     "READER_ENV",
     "TESTED_DATABASES",
     "TESTED_MLFLOW",
     "DictSpan",
+    "InfoColumns",
     "LiteInfo",
     "SqlPages",
     "SqlTraceReader",
     "forced_reader",
+    "group_spans",
     "span_reader",
     "sql_trace_reader",
+    "stored_span_ids",
     "with_dict_spans",
+    "with_spans",
 ]
 
 CHUNK = 500  # trace ids per IN (...) query: under SQLite's variable limit
-READER_ENV = "GATE_TRACE_READER"  # "public" (MLflow's search_traces and Span objects) or "sql" (this module's)
+# "public" (MLflow's search_traces and Span objects), "sql" (this module's SQL reader, through MLflow's SQLAlchemy
+# store) or "sqlite" (gate/_traces/sqlite_direct.py: Python's sqlite3, MLflow not imported)
+READER_ENV = "GATE_TRACE_READER"
+READERS = ("public", "sql", "sqlite")
 TESTED_MLFLOW = ((3, 17),)  # (major, minor) releases whose private names and trace_info columns were verified
 TESTED_DATABASES = ("sqlite", "postgresql")  # SqlAlchemyStore.db_type values tests/test_read_paths.py runs on
 # What the SQL reader reads of a trace besides its trace_info row: every tag and metadata key the gate reads from a
@@ -65,18 +74,18 @@ INFO_TAGS = (
     "mlflow.trace.spansLocation",
 )
 INFO_METADATA = ("mlflow.sourceRun", "mlflow.trace.sizeStats")
-_INFO_COLUMNS = (
+INFO_COLUMNS = (
     "request_id", "timestamp_ms", "execution_time_ms", "status", "trace_name", "request_preview", "response_preview"
 )  # fmt: skip
 
 
 def forced_reader() -> str | None:
-    """``GATE_TRACE_READER`` (``public`` or ``sql``), or None when unset; another value is a config error."""
+    """``GATE_TRACE_READER`` (one of ``READERS``), or None when unset; another value is a config error."""
     value = os.environ.get(READER_ENV, "").strip().lower()
     if value in ("", "auto"):
         return None
-    if value not in ("public", "sql"):
-        raise ConfigError(f"{READER_ENV}={value!r}: use 'public' (MLflow's search_traces) or 'sql'")
+    if value not in READERS:
+        raise ConfigError(f"{READER_ENV}={value!r}: use 'public' (MLflow's search_traces), 'sql' or 'sqlite'")
     return value
 
 
@@ -237,19 +246,29 @@ def _spans_of(connection: Any, infos: Sequence[Any]) -> dict[str, list[DictSpan]
     from mlflow.store.tracking.dbmodels.models import SqlSpan
     from sqlalchemy import select
 
-    ids = [info.trace_id for info in infos if _in_tracking_store(info)]
-    found: dict[str, list[tuple[bool, int, DictSpan]]] = {}
+    ids = stored_span_ids(infos)
+    rows: list[Any] = []
     for start in range(0, len(ids), CHUNK):
         query: Any = select(
             SqlSpan.trace_id, SqlSpan.parent_span_id, SqlSpan.type, SqlSpan.start_time_unix_nano, SqlSpan.content
         )
         query = query.where(SqlSpan.trace_id.in_(ids[start : start + CHUNK]))
-        for trace_id, parent, span_type, started, content in connection.execute(query).all():
-            if content:  # "" is a payload archived away: the trace is incomplete here, read by MLflow
-                found.setdefault(trace_id, []).append(
-                    (parent is not None, started, DictSpan(content, parent, span_type))
-                )
-    # In MLflow's order (SqlAlchemyStore._get_spans_with_trace_info): the root first, then by start time.
+        rows += connection.execute(query).all()
+    return group_spans(rows)
+
+
+def stored_span_ids(infos: Sequence[Any]) -> list[str]:
+    """The ids of the traces that keep their spans in the ``spans`` table."""
+    return [info.trace_id for info in infos if _in_tracking_store(info)]
+
+
+def group_spans(rows: Iterable[Sequence[Any]]) -> dict[str, list[DictSpan]]:
+    """``spans`` rows (trace id, parent span id, type, start time, content) as each trace's spans, in MLflow's order
+    (SqlAlchemyStore._get_spans_with_trace_info): the root first, then by start time."""
+    found: dict[str, list[tuple[bool, int, DictSpan]]] = {}
+    for trace_id, parent, span_type, started, content in rows:
+        if content:  # "" is a payload archived away: the trace is incomplete here, read by MLflow
+            found.setdefault(trace_id, []).append((parent is not None, started, DictSpan(content, parent, span_type)))
     return {trace_id: [s for *_, s in sorted(spans, key=lambda t: t[:2])] for trace_id, spans in found.items()}
 
 
@@ -367,7 +386,7 @@ class SqlTraceReader:
         from sqlalchemy.orm import aliased
 
         store = self.store
-        columns = [getattr(SqlTraceInfo, name) for name in _INFO_COLUMNS]
+        columns = [getattr(SqlTraceInfo, name) for name in INFO_COLUMNS]
         columns += [
             getattr(SqlTraceInfo, column) for column in (*TOKEN_COLUMN_BY_KEY.values(), *COST_COLUMN_BY_KEY.values())
         ]
@@ -411,53 +430,66 @@ class SqlTraceReader:
             return counted
 
         after_ms, after_id = after or _NO_KEY
-        token_keys, cost_keys = tuple(TOKEN_COLUMN_BY_KEY), tuple(COST_COLUMN_BY_KEY)
-        first_token = len(_INFO_COLUMNS)
-        first_cost = first_token + len(token_keys)
-        first_tag = first_cost + len(cost_keys)
-        first_metadata = first_tag + len(INFO_TAGS)
-        infos = []
+        columns = InfoColumns(tuple(TOKEN_COLUMN_BY_KEY), tuple(COST_COLUMN_BY_KEY), tokens)
         with self.store.ManagedSessionMaker() as session:
             connection = session.connection()
             params = {"after_ms": after_ms, "after_id": after_id, "limit": limit + 1}
             rows = connection.execute(statement, params).all()  # plain rows: no ORM objects
-            for row in rows[:limit]:
-                trace_id, time_ms, duration, status, name, request_preview, response_preview = row[:first_token]
-                tags = {
-                    key: v for key, v in zip(INFO_TAGS, row[first_tag:first_metadata], strict=True) if v is not None
-                }
-                if name is not None:
-                    tags["mlflow.traceName"] = name
-                metadata = {key: v for key, v in zip(INFO_METADATA, row[first_metadata:], strict=True) if v is not None}
-                # As MLflow turns these columns back into token usage and cost (compatibility_metadata_from_columns).
-                usage = {
-                    k: n
-                    for k, v in zip(token_keys, row[first_token:first_cost], strict=True)
-                    if (n := tokens(v)) is not None
-                }
-                cost = {k: v for k, v in zip(cost_keys, row[first_cost:first_tag], strict=True) if v is not None}
-                infos.append(
-                    LiteInfo(
-                        trace_id,
-                        time_ms,
-                        duration,
-                        TraceState(status),
-                        tags,
-                        metadata,
-                        usage or None,
-                        cost or None,
-                        request_preview,
-                        response_preview,
-                    )
-                )
+            infos = [columns.info(row, TraceState) for row in rows[:limit]]
             found = _spans_of(connection, infos)
-        complete = _complete(found, infos)
-        traces = []
-        for info in infos:
-            mine = complete.get(info.trace_id)
-            # spans elsewhere (artifact store) or not all in the table: MLflow's own read
-            traces.append(_lite(info, mine) if mine is not None else self.client.get_trace(info.trace_id))
-        return traces, len(rows) > limit
+        return with_spans(infos, found, self.client.get_trace), len(rows) > limit
+
+
+@dataclass(frozen=True)
+class InfoColumns:
+    """A page row's layout: ``INFO_COLUMNS``, the token columns, the cost columns, then a value per ``INFO_TAGS`` and
+    ``INFO_METADATA`` key (None where the trace has none); ``tokens`` reads a token column as MLflow does."""
+
+    token_keys: tuple[str, ...]
+    cost_keys: tuple[str, ...]
+    tokens: Callable[[Any], int | None]
+
+    def info(self, row: Sequence[Any], state: Callable[[str], Any] = str) -> LiteInfo:
+        first_token = len(INFO_COLUMNS)
+        first_cost = first_token + len(self.token_keys)
+        first_tag = first_cost + len(self.cost_keys)
+        first_metadata = first_tag + len(INFO_TAGS)
+        trace_id, time_ms, duration, status, name, request_preview, response_preview = row[:first_token]
+        tags = {key: v for key, v in zip(INFO_TAGS, row[first_tag:first_metadata], strict=True) if v is not None}
+        if name is not None:
+            tags["mlflow.traceName"] = name
+        metadata = {key: v for key, v in zip(INFO_METADATA, row[first_metadata:], strict=True) if v is not None}
+        # As MLflow turns these columns back into token usage and cost (compatibility_metadata_from_columns).
+        usage = {
+            k: n
+            for k, v in zip(self.token_keys, row[first_token:first_cost], strict=True)
+            if (n := self.tokens(v)) is not None
+        }
+        cost = {k: v for k, v in zip(self.cost_keys, row[first_cost:first_tag], strict=True) if v is not None}
+        return LiteInfo(
+            trace_id,
+            time_ms,
+            duration,
+            state(status),
+            tags,
+            metadata,
+            usage or None,
+            cost or None,
+            request_preview,
+            response_preview,
+        )
+
+
+def with_spans(
+    infos: Sequence[LiteInfo], found: dict[str, list[DictSpan]], get_trace: Callable[[str], Any]
+) -> list[Any]:
+    """Each info with its spans; ``get_trace`` (MLflow's own read) for a trace whose spans are elsewhere (the
+    artifact store) or not all in the table."""
+    complete = _complete(found, infos)
+    return [
+        _lite(info, mine) if (mine := complete.get(info.trace_id)) is not None else get_trace(info.trace_id)
+        for info in infos
+    ]
 
 
 @dataclass

@@ -30,6 +30,11 @@ class SelectionReport(_Out):
     )
     sessions: int | None = Field(None, description="gate sessions the traces read came from (0: none recorded them)")
     more_than_max: bool = Field(False, description="the filter matched more than max_traces; the newest were read")
+    reader: Literal["sqlite", "sql", "public"] | None = Field(
+        None,
+        description="how the traces were read: sqlite (Python's sqlite3, MLflow not imported), sql (MLflow's SQL "
+        "store's tables) or public (MLflow's search_traces); GATE_TRACE_READER chooses one",
+    )
 
 
 class ComparisonReport(_Out):
@@ -248,13 +253,14 @@ def verdict_schema() -> dict[str, Any]:
     return schema
 
 
-def write_verdict(verdict: Verdict, path: Path) -> None:
-    """Write the verdict atomically: readers see the old file or the whole new one, never a torn one."""
+def write_verdict(verdict: Verdict, path: Path, text: str | None = None) -> None:
+    """Write the verdict (``text``: its ``render_json``, when the caller has it) atomically: readers see the old file
+    or the whole new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(render_json(verdict))
+            handle.write(render_json(verdict) if text is None else text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
