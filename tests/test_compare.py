@@ -325,6 +325,23 @@ def test_shards_gather_into_one_verdict_and_a_missing_shard_is_exit_3(project: P
     assert verdict["comparison"]["pair_by"] == "case_id"
     assert {c["case_id"] for c in verdict["cases"]} == {f"q{i}" for i in range(6)}
     assert all(c["n_pairs"] == 6 for c in verdict["checks"])
+    # The runs and traces were read with sqlite3; MLflow's own read gathers the same verdict.
+    assert {s["selection"]["reader"] for s in verdict["variants"].values()} == {"sqlite"}
+    public = project.gate("compare", "--session", "ci-7", env={"GATE_TRACE_READER": "public"})
+    assert public.code == 0, public.stderr
+    assert {s["selection"]["reader"] for s in public.verdict["variants"].values()} == {"public"}
+    for key in ("metrics", "checks", "cases", "comparison"):
+        assert public.verdict[key] == verdict[key], key
+    # A deleted run does not count (search_runs' active runs), on either path.
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{project.path / 'store' / 'mlflow.db'}").delete_run(
+        second.verdict["variants"]["baseline"]["mlflow_run_id"]
+    )
+    for env in ({}, {"GATE_TRACE_READER": "public"}):
+        deleted = project.gate("compare", "--session", "ci-7", env=env)
+        assert deleted.code == 3, (env, deleted.stderr)
+        assert "session ci-7 is incomplete: no run recorded for shard 2/2 baseline" in deleted.stderr, env
 
 
 def test_shard_usage_errors_are_exit_2(project: Project) -> None:

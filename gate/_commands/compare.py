@@ -130,13 +130,13 @@ class _DirectStore:
 
 
 def _direct_store(
-    tracking_uri: str, experiment: str, selectors: Mapping[str, TraceSelector], scorers: bool, session: str | None
+    tracking_uri: str, experiment: str, selectors: Mapping[str, TraceSelector], scorers: bool
 ) -> _DirectStore | None:
     """The store to read without MLflow, where the direct reader can read every selection; None: open MLflow's.
 
-    Not for a gathered session (its runs are MLflow's to check), with scorers (they take MLflow's traces), or when the
-    experiment does not exist (opening the store creates it) or was deleted (opening it says how to restore it)."""
-    if scorers or session is not None:
+    Not with scorers (they take MLflow's traces), nor when the experiment does not exist (opening the store creates
+    it) or was deleted (opening it says how to restore it)."""
+    if scorers:
         return None
     terms = [selection_for(selector, variant, "", 0.0).terms for variant, selector in selectors.items()]
     reader = direct_reader(tracking_uri, terms)
@@ -178,14 +178,16 @@ def compare(options: CompareOptions) -> Verdict:
     with model_endpoint(config, options.simulate) as endpoint:  # judges may need the simulator
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
         scorers = build_scorers(config.scorers, search_path(options.config_path))
-        store: Store | _DirectStore | None = _direct_store(
-            tracking_uri, config.experiment, selectors, bool(scorers), options.session
-        )
+        store: Store | _DirectStore | None = _direct_store(tracking_uri, config.experiment, selectors, bool(scorers))
         if store is None:
             store = open_store(tracking_uri, config.experiment)
         chosen_runs: dict[str, Any] = {}
-        if options.session is not None and isinstance(store, Store):
-            runs = recorded_runs(store, options.session)
+        if options.session is not None:
+            runs = (
+                store.reader.runs(store.experiment_id, f"{TAG_PREFIX}session", options.session)
+                if isinstance(store, _DirectStore)
+                else recorded_runs(store, options.session)
+            )
             if runs:
                 chosen_runs = check_shards(runs, options.session, config, dataset)
         label = options.session or f"compare-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"

@@ -139,7 +139,7 @@ def iter_pages(
             return
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     """One trace, reduced, before the pairing is known."""
 

@@ -15,8 +15,10 @@ equality is a row of ``trace_tags`` / ``trace_request_metadata``; ``mlflow.trace
 translated: such a selection is read through MLflow. tests/test_read_paths.py checks that this reader, the SQL reader
 and MLflow's ``search_traces`` give the same rows.
 
-A trace whose spans are not all in the ``spans`` table is read with MLflow's ``get_trace`` (MLflow imported then).
-``GATE_TRACE_READER=sqlite`` makes "cannot be used" a config error naming why; ``=sql`` or ``=public`` skip this reader.
+A gathered session's runs (``gate compare --session``) are read from the ``runs`` and ``tags`` tables as
+``search_runs`` reads them (active runs only). A trace whose spans are not all in the ``spans`` table is read with
+MLflow's ``get_trace`` (MLflow imported then). ``GATE_TRACE_READER=sqlite`` makes "cannot be used" a config error
+naming why; ``=sql`` or ``=public`` skip this reader.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from gate._traces.span_rows import (
     with_spans,
 )
 
-__all__ = ["TESTED_SCHEMAS", "DirectPages", "DirectReader", "Term", "direct_reader"]
+__all__ = ["TESTED_SCHEMAS", "DirectPages", "DirectReader", "StoredRun", "Term", "direct_reader"]
 
 # alembic head revisions of MLflow's tracking schema whose tables this reader was verified on (tests/test_read_paths.py)
 TESTED_SCHEMAS = {"dc11669786a5": "MLflow 3.17"}
@@ -95,6 +97,28 @@ def _connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False)
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What the gate reads of an MLflow run's info (``mlflow.entities.RunInfo``)."""
+
+    run_id: str
+    status: str
+    start_time: int | None
+
+
+@dataclass(frozen=True)
+class RunData:
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """An MLflow run as ``MlflowClient.search_runs`` gives it, for the fields the gate reads."""
+
+    info: RunInfo
+    data: RunData
+
+
 @dataclass
 class DirectReader:
     """A SQLite store's traces, read with ``sqlite3``; ``get_trace`` is MLflow's read for incomplete traces."""
@@ -114,6 +138,24 @@ class DirectReader:
             sql = "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?"
             row = conn.execute(sql, (name,)).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
+
+    def runs(self, experiment_id: str, tag: str, value: str) -> list[StoredRun]:
+        """The active runs of the experiment whose tag ``tag`` is ``value`` (``search_runs``' default view)."""
+        with _connect(self.path) as conn:
+            found = conn.execute(
+                "SELECT r.run_uuid, r.status, r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = ?",
+                (int(experiment_id), tag, value),
+            ).fetchall()
+            tags: dict[str, dict[str, str]] = {row[0]: {} for row in found}
+            ids = list(tags)
+            for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
+                for run_id, key, val in conn.execute(
+                    f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({', '.join('?' * len(chunk))})", chunk
+                ):
+                    tags[run_id][key] = val
+        return [StoredRun(RunInfo(run_id, status, start), RunData(tags[run_id])) for run_id, status, start in found]
 
     def pages(self, experiment_id: str, terms: Sequence[Term], max_traces: int, page_size: int) -> DirectPages:
         return DirectPages(self, experiment_id, tuple(terms), max_traces, page_size)
