@@ -11,7 +11,10 @@ noise log-normal with sigma 0.3, i.e. CV ≈ 0.3) and runs the adaptive loop as 
 with the round's look (it decides at 2, 4 and 10 runs a case, the loop's looks, each at its repeated-interval
 level), and the loop
 stops at the first decided status (pass or fail) or at 10 runs a case. So false fails are counted across all looks.
-``--every-round`` decides after every round at the full 5% instead (the rule without error spending). Rows:
+``--every-round`` decides after every round at the full 5% instead (the rule without error spending). By default the
+last look flags suspects and the loop re-runs them ``CAP`` more times each, deciding on those runs alone (the gate's
+confirmation runs; "runs per case" then counts them spread over every case); ``--no-confirm`` lets the last look
+decide by itself (Benjamini-Hochberg at its level), as before. Rows:
 
 * A/A: identical versions (no case changed);
 * at the bound: every case exactly 2× slower — the hardest null for ``max_increase_pct 100``;
@@ -44,25 +47,40 @@ CHECK = CheckConfig(metric="latency_ms/mean", max_increase_pct=100, per_case=Tru
 SIGMA, CASE_SIGMA, CAP = 0.3, 0.5, 10
 
 
-def one_run(rng: random.Random, cases: int, factors: dict[int, float], every_round: bool) -> tuple[str, int, bool]:
-    """The adaptive loop on one simulated dataset: final status, runs per case, and whether an unchanged case
-    was named."""
+def one_run(
+    rng: random.Random, cases: int, factors: dict[int, float], every_round: bool, confirm: bool
+) -> tuple[str, float, bool]:
+    """The adaptive loop on one simulated dataset: final status, runs per case (confirmation runs spread over every
+    case), and whether an unchanged case was named."""
     levels = [math.exp(rng.gauss(4, CASE_SIGMA)) for _ in range(cases)]
-    rows: list[TraceRow] = []
-    status, named_wrong = "inconclusive", False
-    for repeat in range(CAP):
-        for i, level in enumerate(levels):
+
+    def runs_of(case_ids: range | list[int], repeat: int) -> list[TraceRow]:
+        out = []
+        for i in case_ids:
             for variant in ("baseline", "candidate"):
                 factor = factors.get(i, 1.0) if variant == "candidate" else 1.0
-                value = level * factor * math.exp(rng.gauss(0, SIGMA))
-                rows.append(TraceRow(None, variant, f"c{i}", repeat, {"latency_ms": value}))
+                value = levels[i] * factor * math.exp(rng.gauss(0, SIGMA))
+                out.append(TraceRow(None, variant, f"c{i}", repeat, {"latency_ms": value}))
+        return out
+
+    def wrong(found: list) -> bool:
+        return any(int(r.case_id[1:]) not in factors or factors[int(r.case_id[1:])] <= 2 for r in found)
+
+    rows: list[TraceRow] = []
+    status = "inconclusive"
+    for repeat in range(CAP):
+        rows += runs_of(range(cases), repeat)
         look = None if every_round else (repeat + 1, 1, CAP)
-        result, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), look)
+        result, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), look, confirm)
         status = result.status
         if status != "inconclusive":
-            named_wrong = any(int(r.case_id[1:]) not in factors or factors[int(r.case_id[1:])] <= 2 for r in found)
-            return status, repeat + 1, named_wrong
-    return status, CAP, named_wrong
+            return status, repeat + 1, wrong(found)
+    if not result.suspects:
+        return status, CAP, False
+    suspects = [int(c[1:]) for c in result.suspects]
+    confirmation = [row for repeat in range(CAP, 2 * CAP) for row in runs_of(suspects, repeat)]
+    result, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), look, confirm, confirmation)
+    return result.status, CAP + CAP * len(suspects) / cases, wrong(found)
 
 
 ROWS = [
@@ -81,6 +99,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--every-round", action="store_true", help="decide every round at 5%% (no spending)")
+    parser.add_argument(
+        "--no-confirm", action="store_true", help="the last look decides by itself (no confirmation runs)"
+    )
     args = parser.parse_args()
     out = []
     print("| scenario | fail (95% CI) | pass | inconclusive | runs per case | fails naming an unchanged case |")
@@ -89,7 +110,7 @@ def main() -> int:
         factors = dict.fromkeys(range(cases), 2.0) if spec == "all2" else dict(spec)
         rng = random.Random(args.seed * 1000 + index)
         started = time.monotonic()
-        outcomes = [one_run(rng, cases, factors, args.every_round) for _ in range(args.runs)]
+        outcomes = [one_run(rng, cases, factors, args.every_round, not args.no_confirm) for _ in range(args.runs)]
         fails = sum(s == "fail" for s, _, _ in outcomes)
         low, high = wilson(fails, args.runs)
         row = {

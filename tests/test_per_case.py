@@ -142,5 +142,94 @@ def test_an_adaptive_run_decides_per_case_at_the_loops_looks_from_two_runs_on() 
     )
     assert (result.status, result.message) == (
         "inconclusive",
-"latency_ms/mean per case: decided at 10 runs per case (the next look)",
+        "latency_ms/mean per case: decided at 10 runs per case (the next look)",
     )
+
+
+def _runs(
+    rng: random.Random, levels: list[float], cases: list[int], repeats: range, factors: dict[int, float]
+) -> list[TraceRow]:
+    """Runs of the given cases (levels fixed per case) at these repeats, both versions."""
+    rows = []
+    for i in cases:
+        for variant in ("baseline", "candidate"):
+            factor = factors.get(i, 1.0) if variant == "candidate" else 1.0
+            for j in repeats:
+                value = levels[i] * factor * math.exp(rng.gauss(0, 0.3))
+                rows.append(TraceRow(f"{variant}-{i}-{j}", variant, f"c{i}", j, {"latency_ms": value}))
+    return rows
+
+
+def test_the_last_look_flags_suspects_and_their_confirmation_runs_alone_decide() -> None:
+    from gate._decide.per_case import confirm_alpha
+
+    rng = random.Random(8)
+    levels = [math.exp(rng.gauss(4, 0.5)) for _ in range(40)]
+    slower = {0: 3.0, 1: 3.0, 2: 3.0}
+    rows = _runs(rng, levels, list(range(40)), range(10), slower)
+    last = (10, 1, 10)
+    screened, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), last, confirm=True)
+    assert (screened.status, found) == ("inconclusive", [])  # the last look does not fail by itself
+    assert screened.suspects and set(screened.suspects) <= {"c0", "c1", "c2"}
+    assert "flagged at the last look" in screened.message and "confirmation runs" in screened.message
+    flagged = [int(c[1:]) for c in screened.suspects]
+    # Still 3x slower on new runs: confirmed, and the regressions point at the new runs' traces.
+    again = _runs(rng, levels, flagged, range(10, 20), slower)
+    decided, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), last, True, again)
+    assert decided.status == "fail" and decided.suspects == screened.suspects
+    assert {r.case_id for r in found} <= set(screened.suspects) and found
+    assert all(t.endswith(tuple(f"-{j}" for j in range(10, 20))) for r in found for t in r.candidate_trace_ids)
+    assert "confirmed beyond the bound on" in decided.message and "new runs alone" in decided.message
+    # Not slower on the new runs (a fluke at the last look): not confirmed, so inconclusive, never a fail.
+    same = _runs(rng, levels, flagged, range(10, 20), {})
+    undecided, found = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), last, True, same)
+    assert (undecided.status, found) == ("inconclusive", [])
+    assert "none confirmed on" in undecided.message
+    # The confirmation's error level: what the looks at 2 and 4 runs a case left of 5% (union bound).
+    assert 0.045 < confirm_alpha(0.05, 1, 10) < 0.0457 and confirm_alpha(0.05, 4, 4) == 0.05
+
+
+def test_cases_at_the_bound_false_fail_at_most_alpha_across_screening_and_confirmation() -> None:
+    # The hardest null again, through both stages: ~5% of cases flagged by chance, each confirmed at alpha / k on
+    # new runs. 200 runs, allow 10% (the 95% interval of a true 5% rate reaches 8.9%); bench/per_case.py has 1,000.
+    rng = random.Random(6)
+    fails = 0
+    for _ in range(200):
+        levels = [math.exp(rng.gauss(4, 0.5)) for _ in range(20)]
+        at_bound = dict.fromkeys(range(20), 2.0)
+        rows = _runs(rng, levels, list(range(20)), range(4), at_bound)
+        screened, _ = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), (4, 4, 4), True)
+        if screened.suspects:
+            again = _runs(rng, levels, [int(c[1:]) for c in screened.suspects], range(4, 8), at_bound)
+            screened, _ = decide_per_case(CHECK, rows, None, None, 0.95, "warn", frozenset(), (4, 4, 4), True, again)
+        fails += screened.status == "fail"
+    assert fails <= 20
+
+
+def test_confirmation_runs_rerun_only_the_flagged_case_and_decide_the_gate(project: Project) -> None:
+    project.write_config(
+        candidate={"target": "gate_test_apps:slow_on_refunds", "label": "v2"},
+        run={"repeats": 4, "max_repeats": 4, "concurrency": 4, "timeout_s": 30},  # one look: the last
+        checks=[{"metric": "latency_ms/mean", "max_increase_pct": 100, "per_case": True}],
+    )
+    result = project.gate("run", "--simulate", "--no-progress", "--session", "confirm-1")
+    assert result.code == 1, result.stderr
+    verdict = result.verdict
+    [check] = [c for c in verdict["checks"] if c["metric"] == "latency_ms/mean"]
+    assert check["status"] == "fail" and check["suspects"] == ["q2"]
+    assert (
+        "1 of 1 case flagged at the last look (q2) confirmed beyond the bound on 8 new runs alone" in check["message"]
+    )
+    assert verdict["spend"]["calls"] == 6 * 4 * 2 + 4 * 2  # every case 4 times, then q2 4 more times
+    assert verdict["spend"]["repeats_per_case"] == 4
+    assert verdict["spend"]["stopped_because"].endswith(
+        "; then 4 confirmation runs of each of 1 cases a per-case check flagged, decided on those runs alone"
+    )
+    [refund] = [r for r in verdict["regressions"] if r["case_id"] == "q2"]
+    assert len(refund["candidate_trace_ids"]) == 4  # the confirmation runs' traces: the evidence that decided
+    assert verdict["metrics"]["baseline"]["latency_ms/mean"] is not None
+    # Read back later, the confirmation runs are not counted as more repeats of q2 (they are tagged).
+    again = project.gate("compare", "--session", "confirm-1")
+    assert again.code == 1, again.stderr
+    assert "8 confirmation runs of flagged cases not counted" in again.verdict["spend"]["stopped_because"]
+    assert again.verdict["metrics"] == verdict["metrics"]

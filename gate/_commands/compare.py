@@ -275,14 +275,18 @@ def compare(options: CompareOptions) -> Verdict:
 
 
 def _what_was_compared(paired: Paired, collected: Collected) -> str:
-    """How many stored traces counted, and why any read did not (a retried call's earlier attempts)."""
-    read = len(collected.seen)
+    """How many stored traces counted, and why any read did not (a retried call's earlier attempts, confirmation
+    runs)."""
+    confirming = sum(s.confirm for s in collected.seen)
+    read = len(collected.seen) - confirming
     sessions = len({s.session for s in collected.seen if s.session})
     parts = [f"compared {len(paired.rows)} stored traces"]
     if sessions > 1:
         parts.append(f"from {sessions} gate sessions")
     if paired.pair_by == "case_id" and read > len(paired.rows):
         parts.append(f"{read - len(paired.rows)} earlier attempts of retried calls not counted")
+    if confirming:
+        parts.append(f"{confirming} confirmation runs of flagged cases not counted")
     return ", ".join(parts) + "; the app was not called"
 
 

@@ -166,20 +166,37 @@ def run_gate(
                 session.warm_up()
             session.run_round(range(config.run.repeats))
             stale = _stale(options.baseline_from)
-            evaluation = evaluate(config, session.rows, golden, not_together=stale, look=session.look(), cases=cases)
+            evaluation = evaluate(
+                config, session.rows, golden, not_together=stale, look=session.look(), cases=cases,
+                confirm=session.can_confirm(),
+            )  # fmt: skip
             # Adaptive repeats while a check is undecided and caps allow: every case runs again, both versions, up to
             # the next look of the schedule (1, 2, 4, … runs a case, then the cap: gate/_decide/sequential.py).
             while (stopped_because := session.why_stop(evaluation)) is None:
                 session.run_round(range(session.repeats, session.next_look()))
                 evaluation = evaluate(  # fresh resamples per look
                     config, session.rows, golden, seed=session.rounds, not_together=stale, look=session.look(),
-                    cases=cases,
+                    cases=cases, confirm=session.can_confirm(),
+                )  # fmt: skip
+            if _confirmation_due(evaluation, stopped_because):
+                # Per-case checks flagged suspects at their last look: run those cases as often again, and decide
+                # them on the new runs alone (gate/_decide/per_case.py).
+                flagged = [c for c in cases if c.id in evaluation.suspects]
+                session.run_round(range(session.repeats, 2 * session.repeats), only=flagged)
+                evaluation = evaluate(
+                    config, session.rows, golden, seed=session.rounds, not_together=stale, look=session.look(),
+                    cases=cases, confirm=True, confirmation=session.confirmation_rows,
+                )  # fmt: skip
+                stopped_because += (
+                    f"; then {session.repeats} confirmation runs of each of {len(flagged)} cases a per-case check "
+                    "flagged, decided on those runs alone"
                 )
         except KeyboardInterrupt as exc:
             flush_traces(deadline_s=3.0)  # inline: this process's traces; workers write theirs as they stop
             raise (Terminated if isinstance(exc, Terminated) else Interrupted)(session.partial()) from exc
         _close_runs(session, evaluation)
     calls = {v: sum(r.call.variant == v for r in session.results) for v in VARIANTS}
+    every_row = session.rows + session.confirmation_rows
     labels: dict[str, str] = {v: config.label(v) for v in VARIANTS}
     versions = {
         v: VersionSource(
@@ -207,8 +224,8 @@ def run_gate(
             endpoint=endpoint,
             cases=cases,
             results=session.results,
-            rows=session.rows,
-            problems=session.problems + unjoined_server_spans(session.rows, _server_spans(config), labels),
+            rows=every_row,
+            problems=session.problems + unjoined_server_spans(every_row, session.server_spans(), labels),
             evaluation=evaluation,
             versions=versions,
             store=StoreInfo(store.tracking_uri, store.experiment_id, session_id, writer),
@@ -232,6 +249,13 @@ def run_gate(
     )
 
 
+def _confirmation_due(evaluation: Evaluation, stopped_because: str) -> bool:
+    """Suspects to confirm, and nothing that settles the exit code without them (a failed check, a run error)."""
+    if not evaluation.suspects or stopped_because == "run error":
+        return False
+    return not any(c.status == "fail" for c in evaluation.checks) and not any(r.golden for r in evaluation.regressions)
+
+
 def _require_new_session(store: Store, session: str) -> None:
     """A session id names one run: traces of an earlier run under it would be counted as this run's, and every
     count would be off (sharded runs share a session by design, and are gathered by ``gate compare --session``)."""
@@ -250,11 +274,6 @@ def _simulated(config: GateConfig) -> GateConfig:
         if seat is not None and seat.model is not None and seat.model.base_url is not None:
             seats[v] = seat.model_copy(update={"model": seat.model.model_copy(update={"base_url": None})})
     return config.model_copy(update=seats) if seats else config
-
-
-def _server_spans(config: GateConfig) -> dict[str, str]:
-    """Each HTTP version's ``server_spans`` setting: whether its server's spans must join the gate's traces."""
-    return {v: seat.http.server_spans for v in VARIANTS if (seat := config.variant(v)) and seat.http}
 
 
 def _identity(config: GateConfig, variant: Variant, resolved: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class CheckResult:
     slice: str | None = None  # the cases it was decided on, when not all: "tag=refund" (evaluate)
     needs_cases: int | None = None  # undecidable from this few cases: the minimum (repeats cannot help)
     leans: Literal["pass", "fail"] | None = None  # an inconclusive check: the point estimate's side of the bound
+    suspects: tuple[str, ...] = ()  # a per-case check's cases flagged at its last look, for confirmation runs
 
 
 def _level(confidence: float) -> str:

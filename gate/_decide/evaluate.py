@@ -43,6 +43,7 @@ class Evaluation:
     unpaired: Unpaired
     n_cases: int
     look_confidence: float | None = None  # what checks over all cases were decided at, in an adaptive run
+    suspects: frozenset[str] = frozenset()  # cases per-case checks flagged for confirmation runs (none run yet)
 
 
 def _metric_keys(config: GateConfig) -> list[str]:
@@ -64,6 +65,8 @@ def evaluate(
     not_together: str | None = None,
     look: tuple[int, int, int] | None = None,
     cases: Sequence[Case] = (),
+    confirm: bool = False,
+    confirmation: Sequence[TraceRow] | None = None,
 ) -> Evaluation:
     """Compute metrics for both versions and decide every check.
 
@@ -76,6 +79,9 @@ def evaluate(
     that keeps every look together at ``config.confidence`` (gate/_decide/sequential.py; per-case checks spend
     their error across their own looks instead).
     ``cases`` give the tags and inputs that ``where:`` and ``per_slice:`` select cases by.
+    ``confirm``: the run can pay for confirmation runs, so per-case checks flag suspects at their last look
+    (``Evaluation.suspects``); ``confirmation``: the rows of those runs, which only per-case checks read
+    (gate/_decide/per_case.py). ``rows`` never hold them: every other number is over the screening's balanced runs.
     """
     keys = _metric_keys(config)
     metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
@@ -85,7 +91,7 @@ def evaluate(
         {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
     )
     confidence = look_confidence(config.confidence, *look) if look is not None else config.confidence
-    context = _Context(config, golden, paired, look, seed, metrics, confidence)
+    context = _Context(config, golden, paired, look, seed, metrics, confidence, confirm, confirmation)
     # Per-case checks first: the cases they find are regressions, which cases_regressed checks count.
     decided: dict[int, CheckResult] = {}
     for index, check in enumerate(config.checks):
@@ -107,7 +113,10 @@ def evaluate(
         checks[position] = dataclasses.replace(added, status=status, message=message, default=True)
     if not_together is not None:
         checks = [_not_comparable(c, not_together) if _time_sensitive(c) else c for c in checks]
-    return Evaluation(metrics, checks, regressions, unpaired, n_cases, confidence if look is not None else None)
+    suspects = frozenset(case for c in checks for case in c.suspects) if confirmation is None else frozenset()
+    return Evaluation(
+        metrics, checks, regressions, unpaired, n_cases, confidence if look is not None else None, suspects
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ class _Context:
     seed: int
     metrics: dict[Variant, dict[str, float | None]]  # over every case: what an unsliced check compares
     confidence: float  # what a check over all cases is decided at in this look
+    confirm: bool = False  # per-case checks may flag suspects at their last look
+    confirmation: Sequence[TraceRow] | None = None  # the rows of the confirmation runs, when they ran
 
 
 def slices(check: CheckConfig, cases: Sequence[Case]) -> list[tuple[str | None, frozenset[str]]]:
@@ -225,6 +236,8 @@ def _decide(
     metric, aggregation = split_metric_key(check.metric)
     if check.per_case and paired:
         baseline, candidate = _points(check, rows, context, whole)
+        mine = {r.case_id for r in rows}
+        confirmation = None if context.confirmation is None else [r for r in context.confirmation if r.case_id in mine]
         return decide_per_case(
             check,
             rows,
@@ -234,6 +247,8 @@ def _decide(
             config.on_inconclusive,
             context.golden,
             context.look,
+            context.confirm,
+            confirmation,
         )
     if (metric_info(metric).per_case or check.per_case) and not paired:
         result = evaluate_check(check, None, None)

@@ -17,11 +17,24 @@ BH keeps the chance of any false fail at α, as the familywise correction would,
 many with more power than Bonferroni; the t statistics share s, which keeps them positively dependent (Benjamini &
 Yekutieli 2001), where BH holds. **Pass** when every case's upper bound, simultaneous over the m cases
 (Bonferroni: each at α/m), is inside the bound. Otherwise **inconclusive**, and adaptive repeats add runs to every
-case. docs/design/statistics.md has the measured rates.
+case.
+
+**Screen, then confirm** (an adaptive run that can pay for it). Ten runs a case at CV 0.3 hold too little
+information to find 3 bad cases among 40 nine times in ten (a single decision at 10 runs: 89.8%), and more runs of
+every case would spend most calls where nothing changed. So the last look does not decide a fail itself: it flags
+the cases whose one-sided p against the bound is at most ``SCREEN_P`` (at most ``MAX_SUSPECTS``, smallest p first),
+the loop runs those cases ``cap`` more times each (both versions, interleaved), and the check fails when a flagged
+case is beyond the bound on the new runs alone: Student t with the noise pooled over the new runs only, Bonferroni
+over the k flagged cases at α₂ = α minus the levels the earlier looks spent (a union bound). Because the new runs
+are independent of the selection, a flagged case that did not change fails with probability at most α₂ / k, and
+no more than α₂ for all of them (the replication design of two-stage screens, e.g. Skol et al. 2006). A case not
+confirmed leaves the check inconclusive; the pass rule is the last look's, unchanged. docs/design/statistics.md
+has the measured rates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +47,10 @@ from gate._decide.stats import betainc
 from gate._metrics import metric_info, split_metric_key
 from gate._traces.rows import TraceRow
 
-__all__ = ["decide_per_case", "look_alpha", "looks", "t_sf"]
+__all__ = ["MAX_SUSPECTS", "SCREEN_P", "confirm_alpha", "decide_per_case", "look_alpha", "looks", "t_sf"]
+
+SCREEN_P = 0.05  # the one-sided p at the last look that flags a case for confirmation runs
+MAX_SUSPECTS = 10  # cases re-run at most (smallest p first): bounds the confirmation's cost
 
 
 def t_sf(t: float, df: float) -> float:
@@ -86,6 +102,13 @@ def look_alpha(alpha: float, look: tuple[int, int, int] | None) -> float | None:
     if runs < cap and runs not in looks(first, cap):
         return None
     return 1 - look_confidence(1 - alpha, runs, first, cap, least=2)
+
+
+def confirm_alpha(alpha: float, first: int, cap: int) -> float:
+    """The error level left for the confirmation runs: ``alpha`` less what the looks before the cap spent (the sum
+    of their levels: a union bound over the stages)."""
+    spent = sum(look_alpha(alpha, (runs, first, cap)) or 0.0 for runs in looks(first, cap) if runs < cap)
+    return alpha - spent
 
 
 @dataclass(frozen=True)
@@ -150,6 +173,63 @@ def _geo(logs: Sequence[float]) -> float:
     return math.exp(sum(logs) / len(logs))
 
 
+def _edge(bound: str, limit: float) -> tuple[float, float]:
+    """The bound on the log scale, and the side of it a regression is on (+1: above)."""
+    if bound == "max_increase_pct":
+        return math.log1p(limit / 100), 1.0
+    return (math.log1p(-limit / 100) if limit < 100 else -math.inf), -1.0  # a fall below 1 - limit%
+
+
+def _regression(check: CheckConfig, bound: str, limit: float, case: _Case, golden: frozenset[str]) -> Regression:
+    metric, _ = split_metric_key(check.metric)
+    change = math.expm1(case.diff) * 100
+    verb = "rose" if change >= 0 else "fell"
+    limit_text = f"+{limit:g}%" if bound == "max_increase_pct" else f"-{limit:g}%"
+    b, c = _geo(case.logs_b), _geo(case.logs_c)
+    return Regression(
+        case.case_id,
+        f"{check.metric}_per_case_{bound}",
+        f"{metric} {verb} {abs(change):.0f}% ({b:.4g} → {c:.4g} {metric_info(metric).unit}".rstrip()
+        + f", geometric means of {len(case.logs_b)} and {len(case.logs_c)} runs), limit {limit_text}",
+        case.case_id in golden,
+        tuple(r.trace_id for r in case.baseline if r.trace_id),
+        tuple(r.trace_id for r in case.candidate if r.trace_id),
+    )
+
+
+def _confirm(
+    check: CheckConfig, flagged: Sequence[str], rows: Sequence[TraceRow], alpha: float, golden: frozenset[str]
+) -> tuple[list[Regression], str]:
+    """The flagged cases decided on their confirmation runs alone: the ones shown beyond the bound, and why."""
+    metric, _ = split_metric_key(check.metric)
+    name = f"{check.metric} per case"
+    wanted = set(flagged)
+    cases, _ = _cases([r for r in rows if r.case_id in wanted], metric)
+    k = len(flagged)
+    sd, df = _pooled_sd(cases) if cases else (math.nan, 0)
+    shown = ", ".join(flagged[:5]) + (" …" if k > 5 else "")
+    flagged_text = f"{k} case{'s' if k != 1 else ''} flagged at the last look ({shown})"
+    if df == 0 or not sd > 0:
+        return [], f"{name}: {flagged_text}; their confirmation runs give no noise estimate, so not confirmed"
+    found: dict[str, Regression] = {}
+    for bound, limit in check.bounds().items():
+        if bound not in ("max_increase_pct", "max_decrease_pct"):
+            continue
+        edge, sign = _edge(bound, float(limit))
+        for case in cases:
+            p = t_sf(sign * (case.diff - edge) / (sd * case.scale), df)
+            if p <= alpha / k:  # Bonferroni over the flagged cases
+                found.setdefault(case.case_id, _regression(check, bound, float(limit), case, golden))
+    runs = sum(len(c.logs_b) + len(c.logs_c) for c in cases)
+    if found:
+        named = ", ".join(sorted(found)[:5]) + (" …" if len(found) > 5 else "")
+        return list(found.values()), (
+            f"{name}: {len(found)} of {flagged_text} confirmed beyond the bound on {runs} new runs alone "
+            f"({named}; each at {alpha / k:.2g}: {alpha:.2g} over the {k} flagged)"
+        )
+    return [], f"{name}: {flagged_text}, none confirmed on {runs} new runs alone (each at {alpha / k:.2g})"
+
+
 def decide_per_case(
     check: CheckConfig,
     rows: Sequence[TraceRow],
@@ -159,16 +239,19 @@ def decide_per_case(
     on_inconclusive: str,
     golden: frozenset[str],
     look: tuple[int, int, int] | None = None,
+    confirm: bool = False,
+    confirmation: Sequence[TraceRow] | None = None,
 ) -> tuple[CheckResult, list[Regression]]:
     """Decide a ``per_case: true`` check; the cases found beyond its bound, as regressions.
 
     ``look``: (runs per case so far, runs in the first round, the cap) in an adaptive run, which decides at
     ``looks(first, cap)`` only, at each look's level of the repeated intervals; None for a single decision.
+    ``confirm``: the run can pay for confirmation runs, so the last look flags suspects instead of deciding a fail;
+    ``confirmation``: those runs' rows (the check is then decided on them, see the module's docstring).
     """
     point = evaluate_check(check, baseline, candidate)
     policy = check.on_inconclusive or on_inconclusive
     metric, _ = split_metric_key(check.metric)
-    unit = metric_info(metric).unit
     cases, lacking = _cases(rows, metric)
     name = f"{check.metric} per case"
 
@@ -202,43 +285,43 @@ def decide_per_case(
     alpha = spend
     m = len(cases)
     t_crit = _t_quantile(1 - alpha / m, df)
+    screening = confirm and look is not None and look[0] >= look[2]  # the last look, with confirmation possible
     found: dict[str, Regression] = {}
+    suspects: set[str] = set()
     decisions = []
     worst_pct: float | None = None
     for bound, limit in point.bound.items():
-        if bound == "max_increase_pct":
-            edge, sign = math.log1p(limit / 100), 1.0
-        else:  # max_decrease_pct: a fall below 1 - limit% is the regression
-            edge, sign = (math.log1p(-limit / 100) if limit < 100 else -math.inf), -1.0
+        edge, sign = _edge(bound, limit)
         # On the side of the regression: positive excess = beyond the bound.
         excess = [sign * (c.diff - edge) for c in cases]
         p_values = [t_sf(e / (sd * c.scale), df) for e, c in zip(excess, cases, strict=True)]
-        beyond = _bh(p_values, alpha)
         within = all(e + t_crit * sd * c.scale < 0 for e, c in zip(excess, cases, strict=True))
+        if screening and not within:
+            picked = sorted((p, i) for i, p in enumerate(p_values) if p <= SCREEN_P)[:MAX_SUSPECTS]
+            suspects.update(cases[i].case_id for _, i in picked)
+            beyond = []
+        else:
+            beyond = _bh(p_values, alpha)
         decisions.append("fail" if beyond else "pass" if within else "inconclusive")
         worst = max(range(m), key=lambda i: sign * cases[i].diff)
         pct = math.expm1(cases[worst].diff) * 100
         worst_pct = pct if worst_pct is None or abs(pct) > abs(worst_pct) else worst_pct
         for i in beyond:
-            case = cases[i]
-            change = math.expm1(case.diff) * 100
-            b, c = _geo(case.logs_b), _geo(case.logs_c)
-            verb = "rose" if change >= 0 else "fell"
-            limit_text = f"+{limit:g}%" if sign > 0 else f"-{limit:g}%"
-            found.setdefault(
-                case.case_id,
-                Regression(
-                    case.case_id,
-                    f"{check.metric}_per_case_{bound}",
-                    f"{metric} {verb} {abs(change):.0f}% ({b:.4g} → {c:.4g} {unit}".rstrip()
-                    + f", geometric means of {len(case.logs_b)} and {len(case.logs_c)} runs), limit {limit_text}",
-                    case.case_id in golden,
-                    tuple(r.trace_id for r in case.baseline if r.trace_id),
-                    tuple(r.trace_id for r in case.candidate if r.trace_id),
-                ),
-            )
+            found.setdefault(cases[i].case_id, _regression(check, bound, limit, cases[i], golden))
     status = "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"
     bounds = ", ".join(f"{k} {v:g}" for k, v in point.bound.items())
+    if suspects and status == "inconclusive" and look is not None:
+        flagged = tuple(sorted(suspects))
+        if confirmation is None:
+            message = (
+                f"{name}: {len(flagged)} of {m} cases flagged at the last look ({', '.join(flagged[:5])}"
+                f"{' …' if len(flagged) > 5 else ''}); to be decided on confirmation runs of those cases"
+            )
+            return dataclasses.replace(result("inconclusive", message, worst_pct), suspects=flagged), []
+        confirmed, message = _confirm(check, flagged, confirmation, confirm_alpha(1 - confidence, *look[1:]), golden)
+        return dataclasses.replace(
+            result("fail" if confirmed else "inconclusive", message, worst_pct), suspects=flagged
+        ), confirmed
     named = ", ".join(sorted(found)[:5]) + (" …" if len(found) > 5 else "")
     if status == "fail":
         message = f"{name}: {len(found)} of {m} cases beyond {bounds} ({named})"

@@ -17,9 +17,21 @@ if TYPE_CHECKING:  # annotations only: a worker process imports this module and 
     from gate._config.dataset import Case
     from gate._config.schema import Variant
 
-__all__ = ["OUTPUT_CHARS", "Call", "CallResult", "TraceRow", "match_traces", "spent_usd", "unjoined_server_spans"]
+__all__ = [
+    "CONFIRM_TAG",
+    "OUTPUT_CHARS",
+    "Call",
+    "CallResult",
+    "TraceRow",
+    "match_traces",
+    "spent_usd",
+    "unjoined_server_spans",
+]
 
 OUTPUT_CHARS = 2000
+# On the traces of confirmation runs (a per-case check's flagged cases, run again): a stored session read back later
+# leaves them out of its rows, as the run that made them did (gate/_decide/per_case.py).
+CONFIRM_TAG = f"{TAG_PREFIX}confirm"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from gate._errors import RunError
 from gate._metrics import extract_values, output_text, root_output
 from gate._secrets import redact_uri
 from gate._store.store import TAG_PREFIX
-from gate._traces.rows import OUTPUT_CHARS, TraceRow
+from gate._traces.rows import CONFIRM_TAG, OUTPUT_CHARS, TraceRow
 from gate._traces.span_rows import SqlPages, SqlTraceReader, span_reader, sql_trace_reader, with_dict_spans
 from gate._traces.sqlite_direct import DirectPages, DirectReader, Term, direct_reader
 
@@ -151,6 +151,7 @@ class _Seen:
     timestamp_ms: int
     run_id: str | None = None  # the MLflow run the trace links to (mlflow.sourceRun)
     session: str = ""  # the gate session that recorded it (gate.session), "" for traces the gate did not record
+    confirm: bool = False  # a confirmation run's trace (CONFIRM_TAG): not one of the session's balanced runs
 
 
 @dataclass
@@ -283,6 +284,7 @@ def _collect_page(
                 int(trace.info.request_time or 0),
                 run_id,
                 same.setdefault(session, session) if (session := tags.get(f"{TAG_PREFIX}session")) else "",
+                tags.get(CONFIRM_TAG) == "true",
             )
         )
         into.inputs.setdefault(row.case_id, inputs)
@@ -452,9 +454,10 @@ def _when(span: tuple[int, int]) -> str:
 
 
 def pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:
-    """Give every row its case and repeat by the pairing chosen; the last attempt of a retried call counts."""
+    """Give every row its case and repeat by the pairing chosen; the last attempt of a retried call counts, and
+    confirmation runs (a per-case check's second stage in the run that made them) do not."""
     with _young_collections():  # a new row per row: no full collections over the selection's rows meanwhile
-        return _pair_rows(seen, pair_by)
+        return _pair_rows([s for s in seen if not s.confirm], pair_by)
 
 
 def _pair_rows(seen: Sequence[_Seen], pair_by: PairBy) -> Paired:

@@ -70,7 +70,7 @@ TESTED_DATABASES = ("sqlite", "postgresql")  # SqlAlchemyStore.db_type values te
 # trace read for metrics (gate/_traces/select.py, rows.py, read.py; mlflow.traceName comes from a column). A trace's
 # ``info.tags`` and ``info.trace_metadata`` hold these keys only.
 INFO_TAGS = (
-    *(f"{TAG_PREFIX}{key}" for key in ("variant", "case_id", "repeat", "attempt", "session")),
+    *(f"{TAG_PREFIX}{key}" for key in ("variant", "case_id", "repeat", "attempt", "session", "confirm")),
     "mlflow.trace.spansLocation",
 )
 INFO_METADATA = ("mlflow.sourceRun", "mlflow.trace.sizeStats")

@@ -228,4 +228,4 @@ def distributions(rows: Sequence[TraceRow], scores: Sequence[str]) -> dict[str, 
 
 
 def _check_report(check: CheckResult) -> CheckReport:
-    return CheckReport(**{**vars(check), "message": redact(check.message)})
+    return CheckReport(**{**vars(check), "message": redact(check.message), "suspects": list(check.suspects)})

@@ -118,6 +118,11 @@ class CheckReport(_Out):
         description="false: a time-sensitive metric (latency) of versions whose traces were not recorded together "
         "(a stored baseline); the check is inconclusive whatever its numbers say",
     )
+    suspects: list[str] = Field(
+        default_factory=list,
+        description="a per-case check: the cases its last look flagged, re-run and decided on the new runs alone "
+        "(confirmation runs; docs/design/statistics.md)",
+    )
 
 
 class RegressionReport(_Out):
