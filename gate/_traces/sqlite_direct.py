@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -92,9 +93,15 @@ def _sqlite_file(tracking_uri: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Read-only: this reader never writes, and never creates a database where none is."""
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+@contextmanager
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection, closed on the way out (sqlite3's own ``with`` only ends a transaction): this reader
+    never writes, and never creates a database where none is."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -127,10 +134,6 @@ class DirectReader:
     path: Path
     schema: str  # the alembic revision
     get_trace: Callable[[str], Any] | None = None
-
-    @property
-    def why(self) -> str:
-        return f"sqlite3, schema {self.schema} ({TESTED_SCHEMAS[self.schema]}), MLflow not imported"
 
     def experiment(self, name: str) -> tuple[str, str] | None:
         """The id and lifecycle stage of the experiment of this name, or None."""
