@@ -138,6 +138,7 @@ def _direct_store(
     it) or was deleted (opening it says how to restore it)."""
     if scorers:
         return None
+    # Only which terms the selections have matters here, not their values (the experiment, the "until" instant).
     terms = [selection_for(selector, variant, "", 0.0).terms for variant, selector in selectors.items()]
     reader = direct_reader(tracking_uri, terms)
     found = reader.experiment(experiment) if reader is not None else None

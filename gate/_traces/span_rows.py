@@ -32,7 +32,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gate._errors import ConfigError
 from gate._store.store import TAG_PREFIX
@@ -52,6 +52,7 @@ __all__ = [
     "SqlTraceReader",
     "forced_reader",
     "group_spans",
+    "keyset_pages",
     "span_reader",
     "sql_trace_reader",
     "stored_span_ids",
@@ -504,21 +505,38 @@ class SqlPages:
     more: bool = False
 
     def __iter__(self) -> Iterator[list[Any]]:
-        left, after = self.max_traces, None
         statement = self.reader.statement(self.experiment_id, self.filter_string)
-        while left > 0:
-            limit = min(self.page_size, left)
-            traces, more = self.reader.page(statement, limit, after)
-            if traces:
-                yield traces
-            left -= len(traces)
-            if not more:
-                return
-            if left <= 0:
-                self.more = True
-                return
-            last = traces[-1].info
-            after = (last.request_time, last.trace_id)
+        yield from keyset_pages(
+            lambda limit, after: self.reader.page(statement, limit, after), self.max_traces, self.page_size, self
+        )
+
+
+class _Capped(Protocol):
+    more: bool
+
+
+def keyset_pages(
+    page: Callable[[int, tuple[int, str] | None], tuple[list[Any], bool]],
+    max_traces: int,
+    page_size: int,
+    pages: _Capped,
+) -> Iterator[list[Any]]:
+    """Up to ``max_traces`` traces, ``page_size`` a page, each page read by ``page(limit, key)`` after the last one's
+    key (None: the first page) and saying whether more follow; ``pages.more`` is set when the selection holds more
+    than ``max_traces``."""
+    left, after = max_traces, None
+    while left > 0:
+        traces, more = page(min(page_size, left), after)
+        if traces:
+            yield traces
+        left -= len(traces)
+        if not more:
+            return
+        if left <= 0:
+            pages.more = True
+            return
+        last = traces[-1].info
+        after = (last.request_time, last.trace_id)
 
 
 def sql_trace_reader(client: Any) -> SqlTraceReader | None:

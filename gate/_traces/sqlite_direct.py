@@ -41,6 +41,7 @@ from gate._traces.span_rows import (
     InfoColumns,
     forced_reader,
     group_spans,
+    keyset_pages,
     stored_span_ids,
     with_spans,
 )
@@ -252,23 +253,16 @@ class DirectPages:
         return sql, [*params, int(self.experiment_id), *where_params]
 
     def __iter__(self) -> Iterator[list[Any]]:
-        left, (after_ms, after_id) = self.max_traces, _NO_KEY
         sql, params = self.statement()
         with _connect(self.reader.path) as conn:
-            while left > 0:
-                limit = min(self.page_size, left)
+
+            def page(limit: int, after: tuple[int, str] | None) -> tuple[list[Any], bool]:
+                after_ms, after_id = after or _NO_KEY
                 rows = conn.execute(sql, [*params, after_ms, after_ms, after_id, limit + 1]).fetchall()
                 infos = [self._columns.info(row) for row in rows[:limit]]
-                traces = with_spans(infos, _spans(conn, infos), self.reader.mlflow_get_trace)
-                if traces:
-                    yield traces
-                left -= len(traces)
-                if len(rows) <= limit:
-                    return
-                if left <= 0:
-                    self.more = True
-                    return
-                after_ms, after_id = infos[-1].request_time, infos[-1].trace_id
+                return with_spans(infos, _spans(conn, infos), self.reader.mlflow_get_trace), len(rows) > limit
+
+            yield from keyset_pages(page, self.max_traces, self.page_size, self)
 
 
 def _spans(conn: sqlite3.Connection, infos: Sequence[Any]) -> dict[str, list[Any]]:
