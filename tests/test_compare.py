@@ -202,6 +202,29 @@ def test_no_matching_traces_is_exit_3_naming_the_filter(project: Project, produc
     assert result.verdict["status"] == "error"
 
 
+def test_compare_on_a_missing_store_or_experiment_is_exit_3_and_writes_nothing(
+    project: Project, produce: Produce
+) -> None:
+    """A read-only command: a mistyped store path or experiment name is said, not created (it once was)."""
+    compare_config(project)
+    missing = project.gate("compare", *NAMES)  # no store yet at the project's tracking URI
+    assert missing.code == 3
+    store = project.path / "store" / "mlflow.db"
+    assert f"RunError: no MLflow store at {store}: the file does not exist; point --tracking-uri" in missing.stderr
+    assert missing.verdict["status"] == "error"
+    assert not (project.path / "store").exists()
+
+    produce(project, "--repeats", "1")
+    compare_config(project, experiment="support-prd")
+    before = store.read_bytes()
+    typo = project.gate("compare", *NAMES)
+    assert typo.code == 3
+    assert "RunError: no experiment named 'support-prd' at sqlite:///" in typo.stderr
+    assert "set 'experiment' in the config to the one the traces were recorded in" in typo.stderr
+    assert typo.verdict["status"] == "error"
+    assert store.read_bytes() == before
+
+
 def test_bad_selectors_are_exit_2_with_the_place_and_the_fix(project: Project) -> None:
     compare_config(project)
     result = project.gate("compare", "--baseline", "trace_nam=v1", "--candidate", "trace_name=v2")

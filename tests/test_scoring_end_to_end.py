@@ -15,6 +15,8 @@ import mlflow
 import pytest
 from conftest import QUESTIONS, TESTS, GateResult, Project
 
+from gate._store.store import open_store
+
 pytestmark = pytest.mark.run_isolation("inline")
 
 SCORERS = [
@@ -128,6 +130,11 @@ def test_a_scorer_that_raises_leaves_its_check_missing_and_exits_3(project: Proj
 
 def test_score_on_an_unknown_session_exits_3(project: Project, tmp_path: Path) -> None:
     project.write_config()
+    no_store = project.gate("score", "--session", "no-such-session")
+    assert no_store.code == 3
+    assert f"no MLflow store at {project.path / 'store' / 'mlflow.db'}: the file does not exist" in no_store.stderr
+    assert not (project.path / "store").exists()  # reading what was recorded creates nothing
+    open_store(f"sqlite:///{project.path / 'store' / 'mlflow.db'}", "test-gate")
     result = project.gate("score", "--session", "no-such-session")
     assert result.code == 3
     assert "no traces tagged gate.session = no-such-session" in result.verdict["error"]

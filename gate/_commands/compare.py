@@ -134,8 +134,8 @@ def _direct_store(
 ) -> _DirectStore | None:
     """The store to read without MLflow, where the direct reader can read every selection; None: open MLflow's.
 
-    Not with scorers (they take MLflow's traces), nor when the experiment does not exist (opening the store creates
-    it) or was deleted (opening it says how to restore it)."""
+    Not with scorers (they take MLflow's traces), nor when the experiment does not exist or was deleted (opening
+    the store says so, and how to restore a deleted one)."""
     if scorers:
         return None
     # Only which terms the selections have matters here, not their values (the experiment, the "until" instant).
@@ -181,7 +181,7 @@ def compare(options: CompareOptions) -> Verdict:
         scorers = build_scorers(config.scorers, search_path(options.config_path))
         store: Store | _DirectStore | None = _direct_store(tracking_uri, config.experiment, selectors, bool(scorers))
         if store is None:
-            store = open_store(tracking_uri, config.experiment)
+            store = open_store(tracking_uri, config.experiment, create=False)
         chosen_runs: dict[str, Any] = {}
         if options.session is not None:
             runs = (

@@ -72,7 +72,7 @@ def score_session(options: ScoreOptions) -> Verdict:
     session_id = options.session
     with model_endpoint(config, options.simulate) as endpoint:  # judges may need the simulator
         tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
-        store = open_store(tracking_uri, config.experiment)
+        store = open_store(tracking_uri, config.experiment, create=False)
         traces = fetch_session_traces(store, session_id)
         if not traces:
             raise RunError(

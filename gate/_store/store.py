@@ -60,7 +60,7 @@ API_PROBE_S = 15.0  # one read of a tracking server's API before the run, bounde
 class Store:
     """An MLflow tracking store with the gate's experiment selected."""
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, create: bool = True) -> None:
         import mlflow
         from mlflow import MlflowClient
 
@@ -73,7 +73,14 @@ class Store:
                 f"tracking URI {tracking_uri}: an in-memory SQLite database is a new, empty one for every connection "
                 "and process, so the gate could not read back its traces; use a file, e.g. sqlite:///.gate/mlflow.db"
             )
-        if tracking_uri.startswith("sqlite:///"):
+        if tracking_uri.startswith("sqlite:///") and not create:
+            db_path = Path(tracking_uri.removeprefix("sqlite:///"))
+            if not db_path.is_file():
+                raise RunError(
+                    f"no MLflow store at {db_path}: the file does not exist; point --tracking-uri (or tracking_uri, "
+                    "MLFLOW_TRACKING_URI) at the store the traces were recorded in"
+                )
+        elif tracking_uri.startswith("sqlite:///"):
             db_path = Path(tracking_uri.removeprefix("sqlite:///"))
             try:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,9 +99,10 @@ class Store:
             # Two gates opening a new SQLite store at once race in MLflow's schema migrations and in creating
             # the experiment; a file lock next to the database serialises just this part.
             with _sqlite_lock(tracking_uri):
-                seed_new_store(tracking_uri)  # a new SQLite store starts as a copy of a migrated one (~1.5 s less)
+                if create:
+                    seed_new_store(tracking_uri)  # a new SQLite store starts as a copy of a migrated one (~1.5 s less)
                 self.client = MlflowClient(tracking_uri)
-                self.experiment_id = self._experiment(experiment)
+                self.experiment_id = self._experiment(experiment, create)
         except RunError:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure is a run error, reported in one line
@@ -102,9 +110,9 @@ class Store:
             raise RunError(f"cannot open the MLflow store at {redact_uri(tracking_uri)}: {first}") from None
         mlflow.set_experiment(experiment_id=self.experiment_id)
 
-    def _experiment(self, name: str) -> str:
-        """The experiment's id, creating it if needed. On a shared server another gate (a shard) may create it
-        between our lookup and our create: then the create fails as a duplicate and the lookup finds it."""
+    def _experiment(self, name: str, create: bool) -> str:
+        """The experiment's id, creating it if needed (and ``create``). On a shared server another gate (a shard) may
+        create it between our lookup and our create: then the create fails as a duplicate and the lookup finds it."""
         from mlflow.exceptions import MlflowException
 
         found = self.client.get_experiment_by_name(name)
@@ -115,6 +123,11 @@ class Store:
             )
         if found is not None:
             return str(found.experiment_id)
+        if not create:
+            raise RunError(
+                f"no experiment named '{name}' at {redact_uri(self.tracking_uri)}, so no traces to read; set "
+                "'experiment' in the config to the one the traces were recorded in"
+            )
         try:
             return str(self.client.create_experiment(name, artifact_location=self._artifact_location()))
         except MlflowException as exc:
@@ -222,6 +235,7 @@ def _sqlite_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def open_store(tracking_uri: str, experiment: str) -> Store:
-    """Open (and create if needed) the store and the experiment."""
-    return Store(tracking_uri, experiment)
+def open_store(tracking_uri: str, experiment: str, create: bool = True) -> Store:
+    """Open the store and the experiment, creating either if needed; ``create=False`` (commands that read what is
+    recorded): a missing SQLite file or experiment is a ``RunError`` instead, and nothing is written."""
+    return Store(tracking_uri, experiment, create)
