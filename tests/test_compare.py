@@ -107,6 +107,7 @@ def test_compare_traces_made_outside_the_gate_pairs_them_by_inputs(project: Proj
     assert {v: r["calls"] for v, r in verdict["variants"].items()} == {"baseline": 0, "candidate": 0}
     assert "trace.name = 'customer_support_v1'" in verdict["variants"]["baseline"]["selection"]["filter"]
     assert all(c["n_pairs"] == 6 for c in verdict["checks"])  # 6 questions, 2 traces of each per version
+    assert {c["population"] for c in verdict["checks"]} == {"app"}  # the cases as a sample of the app's inputs
     assert verdict["spend"]["calls"] == 0
     # the candidate's system prompt asks for detail: more tokens, every case
     assert verdict["metrics"]["candidate"]["total_tokens/mean"] > verdict["metrics"]["baseline"]["total_tokens/mean"]
@@ -164,6 +165,9 @@ def test_unpaired_traffic_uses_unpaired_statistics_and_says_so(project: Project,
     assert checks["total_tokens/mean"]["status"] in ("pass", "inconclusive")
     assert checks["total_tokens/mean"]["ci_low"] is not None
     assert checks["error/rate"]["p_value"] is None  # McNemar needs pairs
+    # what each interval speaks about: each version's traffic, trace by trace (there are no cases)
+    assert checks["total_tokens/mean"]["population"] == checks["error/rate"]["population"] == "traffic"
+    assert "traces as the unit (unpaired)" in checks["total_tokens/mean"]["message"]
     # per-case checks have no cases to compare: missing data is exit 3, never a pass
     assert checks["cases_regressed/count"]["status"] == "missing"
     assert "needs the same cases in both versions" in checks["cases_regressed/count"]["message"]

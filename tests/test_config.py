@@ -26,7 +26,7 @@ DROP = object()  # a value for config_with(): remove the key
 
 CHECK_KEYS = (
     "metric, at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct,"
-    " severity, on_inconclusive, per_case, where, trade_off, per_slice"
+    " severity, on_inconclusive, per_case, where, trade_off, per_slice, about"
 )
 BOUND_KEYS = "at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct"
 TOP_LEVEL_KEYS = (
@@ -181,6 +181,17 @@ def test_version_true_is_rejected(tmp_path: Path) -> None:
 def test_unknown_top_level_key_lists_valid_keys(tmp_path: Path) -> None:
     path = config_with(tmp_path, treshold=3)
     assert problems(path) == [f"{path}: treshold: unknown key; valid keys here: {TOP_LEVEL_KEYS}"]
+
+
+def test_about_dataset_on_a_per_case_check_names_the_check_and_why(tmp_path: Path) -> None:
+    checks = [check("latency_ms/mean", max_increase_pct=50, per_case=True, about="dataset")]
+    path = config_with(tmp_path, checks=checks)
+    assert problems(path) == [
+        f"{path}: checks[0]: about: dataset applies to a check over cases; per_case checks and case counts already "
+        "take each case as it is"
+    ]
+    other = config_with(tmp_path, checks=[check("latency_ms/mean", max_increase_pct=50, about="everything")])
+    assert problems(other) == [f"{other}: checks[0].about: Input should be 'app' or 'dataset'"]
 
 
 def test_misspelled_bound_in_second_check_names_its_path_and_lists_valid_keys(tmp_path: Path) -> None:

@@ -351,6 +351,12 @@ class CheckConfig(_Strict):
         description="decide the check for every slice of cases: 'tags' (one slice per tag) or 'inputs.NAME' (one "
         "per value of that input); the worst slice decides, each at confidence adjusted for the number of slices",
     )
+    about: Literal["app", "dataset"] = Field(
+        "app",
+        description="what the check's interval speaks about: 'app' (default): the cases are a sample of the app's "
+        "inputs, so intervals take the case as the unit; 'dataset': these cases as they are, with their runs "
+        "(repeats) as the sample, for a fixed suite whose cases are the whole population of interest",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -390,6 +396,11 @@ class CheckConfig(_Strict):
                 raise ValueError(f"trade_off: no bound given; use one or more of: {', '.join(BOUNDS)}")
             if self.per_case or info.per_case:
                 raise ValueError("trade_off applies to a check over cases, not to per-case counts or per_case checks")
+        if self.about == "dataset" and (self.per_case or info.per_case):
+            raise ValueError(
+                "about: dataset applies to a check over cases; per_case checks and case counts already take each "
+                "case as it is"
+            )
         if self.per_case:
             if info.per_case or info.binary or aggregation != "mean":
                 raise ValueError(

@@ -15,10 +15,11 @@ from typing import Literal
 
 from gate._config.schema import CheckConfig
 from gate._decide.stats import (
-    ClusteredRate,
     Estimate,
     PairedSample,
     bootstrap,
+    clopper_pearson,
+    clustered_quantile_bounds,
     clustered_rate_bounds,
     mcnemar_exact,
     quantile_bounds,
@@ -37,6 +38,17 @@ MIN_CASES = 5
 
 CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
 Decision = Literal["pass", "fail", "inconclusive"]
+# What a check's interval speaks about (docs/design/statistics.md, "Which population an interval is about"):
+# app: the cases are a sample of the app's inputs (the case is the unit); dataset: these cases as they are, their
+# runs the sample (about: dataset); traffic: unpaired traces, each one draw from a version's traffic; case: a
+# per-case check, each case on its own runs.
+Population = Literal["app", "dataset", "traffic", "case"]
+UNIT_OF: dict[str, str] = {
+    "app": "cases as the unit",
+    "dataset": "calls as the unit: this dataset's cases",
+    "traffic": "traces as the unit (unpaired)",
+    "case": "each case's runs",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class CheckResult:
     needs_cases: int | None = None  # undecidable from this few cases: the minimum (repeats cannot help)
     leans: Literal["pass", "fail"] | None = None  # an inconclusive check: the point estimate's side of the bound
     suspects: tuple[str, ...] = ()  # a per-case check's cases flagged at its last look, for confirmation runs
+    population: Population | None = None  # what its interval speaks about; None: no interval (a count, a point rule)
 
 
 def _level(confidence: float) -> str:
@@ -261,15 +274,23 @@ def decide_check(
         )
         return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
     metric, aggregation = split_metric_key(check.metric)
-    est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
-    clustered: ClusteredRate | None = None
+    population: Population = "traffic" if not sample.paired else "dataset" if check.about == "dataset" else "app"
+    unit = UNIT_OF[population]
+    est = bootstrap(
+        sample, aggregation, confidence=confidence, seed=seed, unit="call" if population == "dataset" else "case"
+    )
     if metric_info(metric).binary and aggregation in ("rate", "mean"):
         # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
-        # vanishes from a third of resamples; the exact binomial interval does neither. Its unit is the case:
-        # repeats of one case are not independent calls (Korn-Graubard effective sample size, in stats.py).
+        # vanishes from a third of resamples; the exact binomial interval does neither. About the app its unit is
+        # the case: repeats of one case are not independent calls (Korn-Graubard effective sample size, stats.py).
         outcomes = [v for values in sample.candidate for v in values]
-        clustered = clustered_rate_bounds(sample.candidate, confidence)
-        low, high = clustered.low, clustered.high
+        if population == "app":
+            clustered = clustered_rate_bounds(sample.candidate, confidence)
+            low, high = clustered.low, clustered.high
+            if clustered.mixed:
+                unit += f", design effect {clustered.design_effect:.1f}"
+        else:  # about these cases (or unpaired traces): every call an independent trial
+            low, high = clopper_pearson(round(sum(outcomes)), len(outcomes), confidence)
         if not any(outcomes):
             high = 0.0 if point.bound.get("at_most") == 0 else high  # "at most 0" asks that none be seen
         if all(outcomes):
@@ -277,7 +298,14 @@ def decide_check(
         est = replace(est, candidate=(low, high))
     elif aggregation.startswith("p") or aggregation in ("median", "min", "max"):
         q = {"median": 0.5, "min": 0.0, "max": 1.0}.get(aggregation) or float(aggregation[1:]) / 100
-        est = replace(est, candidate=quantile_bounds([v for vs in sample.candidate for v in vs], q, confidence))
+        if population == "app":
+            # Which cases lie in the tail is most of a percentile's uncertainty about the app (Woodruff's interval).
+            quantile = clustered_quantile_bounds(sample.candidate, q, confidence)
+            est = replace(est, candidate=(quantile.low, quantile.high))
+            if quantile.design_effect > 1:
+                unit += f", design effect {quantile.design_effect:.1f}"
+        else:
+            est = replace(est, candidate=quantile_bounds([v for vs in sample.candidate for v in vs], q, confidence))
     decisions = [_bound_decision(name, limit, est) for name, limit in point.bound.items()]
     decision: Decision = (
         "fail" if "fail" in decisions else "pass" if all(d == "pass" for d in decisions) else "inconclusive"
@@ -298,8 +326,12 @@ def decide_check(
         metric_info(metric).binary or aggregation.startswith("p") or aggregation in ("median", "min", "max")
     )
     needs_cases = None
-    if bootstrapped and sample.paired and not metric_info(metric).binary and sample.n_pairs < MIN_CASES:
+    if bootstrapped and population == "app" and not metric_info(metric).binary and sample.n_pairs < MIN_CASES:
         decision, needs_cases = "inconclusive", MIN_CASES
+    # About these cases the runs are the sample: a case run once shows none of its spread (more repeats will).
+    one_run = bootstrapped and population == "dataset" and min(map(len, [*sample.baseline, *sample.candidate])) < 2
+    if one_run:
+        decision = "inconclusive"
     status: CheckStatus
     if decision == "pass":
         status = "pass"
@@ -307,12 +339,10 @@ def decide_check(
         status = "fail" if check.severity == "error" else "warn"
     else:
         status = "inconclusive"
-    unit = "%" if ci_of == "delta_pct" else ""
+    unit_sign = "%" if ci_of == "delta_pct" else ""
     sign = "+" if ci_of != "candidate" else ""
-    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {_level(confidence)}"
-    # Unpaired, each group is one trace: there are no cases, and the interval is the calls-level one.
-    if clustered is not None and clustered.mixed and ci_of == "candidate" and sample.paired:
-        interval += f", cases as the unit, design effect {clustered.design_effect:.1f}"
+    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit_sign}, {ci_high:{sign}.4g}{unit_sign}] at {_level(confidence)}"
+    interval += f", {unit if ci_of == 'candidate' else UNIT_OF[population]}"
     limits = _limits(point.bound)
     tail = {
         "pass": f"within {limits} ({interval})",
@@ -320,11 +350,16 @@ def decide_check(
         "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
     }[decision]
     leans = None
-    if decision == "inconclusive" and needs_cases is None:
+    if decision == "inconclusive" and needs_cases is None and not one_run:
         point_value = {"candidate": point.candidate, "delta": point.delta, "delta_pct": point.delta_pct}[ci_of]
         if (leaning := _leaning(first, point.bound[first], est, point_value)) is not None:
             leans, factor = leaning
             tail += f"; leans {leans}: about {factor:.1f}× the calls might decide it, or more cases"
+    if one_run:
+        tail = (
+            f"limit {limits}: cannot be decided about this dataset while a case has one run: its runs are the "
+            "sample (about: dataset); needs 2 or more runs of every case"
+        )
     if needs_cases is not None:
         tail = (
             f"limit {limits}: cannot be decided from {sample.n_pairs} case{'s' if sample.n_pairs != 1 else ''}: "
@@ -342,4 +377,5 @@ def decide_check(
         on_inconclusive=policy,
         needs_cases=needs_cases,
         leans=leans,
+        population=population,
     )

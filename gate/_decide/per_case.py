@@ -269,6 +269,7 @@ def decide_per_case(
             message,
             n_pairs=len(cases),
             on_inconclusive=policy,  # type: ignore[arg-type]
+            population="case",
         )
 
     if not cases:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,14 +24,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RESAMPLES",
+    "ClusteredQuantile",
     "ClusteredRate",
     "Estimate",
     "PairedSample",
     "betainc",
     "bootstrap",
     "clopper_pearson",
+    "clustered_quantile_bounds",
     "clustered_rate_bounds",
     "mcnemar_exact",
+    "quantile_bounds",
 ]
 
 DEFAULT_RESAMPLES = 2000
@@ -160,11 +163,14 @@ def bootstrap(
     confidence: float = 0.95,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    unit: Literal["case", "call"] = "case",
 ) -> Estimate:
     """Intervals for the candidate's aggregate and its change from baseline, by a paired case bootstrap.
 
     Each bound of an interval is one-sided at ``confidence``: the true value lies above ``low`` with
-    that confidence, and below ``high`` with that confidence.
+    that confidence, and below ``high`` with that confidence. ``unit="call"``: the cases are kept as they are and
+    each case's calls are resampled within it (a stratified bootstrap), for intervals about this dataset's cases
+    rather than the app's inputs; a case with one call then adds no spread.
     """
     if sample.n_pairs == 0:
         raise ValueError("no paired cases")
@@ -176,11 +182,20 @@ def bootstrap(
         drawn: Floats = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float64)
         return drawn
 
-    base_weights = case_weights(len(sample.baseline))
-    # Paired: the same draw of cases for both versions, so per-case difficulty cancels out of the delta.
-    cand_weights = base_weights if sample.paired else case_weights(len(sample.candidate))
+    def call_weights(groups: Sequence[Sequence[float]]) -> Floats:
+        parts = [rng.multinomial(len(g), np.full(len(g), 1 / len(g)), size=resamples) for g in groups if len(g)]
+        drawn: Floats = np.concatenate(parts, axis=1).astype(np.float64)
+        return drawn
+
     base_values, base_case = _flatten(sample.baseline)
     cand_values, cand_case = _flatten(sample.candidate)
+    if unit == "call":
+        base_weights, cand_weights = call_weights(sample.baseline), call_weights(sample.candidate)
+        base_case, cand_case = np.arange(len(base_values)), np.arange(len(cand_values))
+    else:
+        base_weights = case_weights(len(sample.baseline))
+        # Paired: the same draw of cases for both versions, so per-case difficulty cancels out of the delta.
+        cand_weights = base_weights if sample.paired else case_weights(len(sample.candidate))
     # Percentiles by the smoothed estimator: the same percentile, less noise between replicates and between runs.
     base = _weighted_aggregate(base_values, base_case, base_weights, aggregation, SMOOTH_PERCENTILES)
     cand = _weighted_aggregate(cand_values, cand_case, cand_weights, aggregation, SMOOTH_PERCENTILES)
@@ -391,3 +406,50 @@ def quantile_bounds(values: Sequence[float], q: float, confidence: float) -> tup
     k_low = int(np.searchsorted(cdf, 1 - confidence, side="right"))
     low = float(ordered[k_low - 1]) if k_low >= 1 else -math.inf
     return low, high
+
+
+@dataclass(frozen=True)
+class ClusteredQuantile:
+    """Bounds of a percentile whose calls come in cases, and the design effect behind them."""
+
+    low: float
+    high: float
+    calls: int
+    cases: int
+    design_effect: float  # of the indicator "at or below the percentile", >= 1
+    effective_calls: float
+
+
+def clustered_quantile_bounds(groups: Sequence[Sequence[float]], q: float, confidence: float) -> ClusteredQuantile:
+    """One-sided bounds at ``confidence`` for the ``q`` quantile of calls that come in cases (Woodruff 1952).
+
+    ``groups[i]`` holds case i's values. The quantile's bounds are read off the empirical distribution at the bounds
+    of the proportion of calls at or below it (Woodruff's interval, the standard one for quantiles from cluster
+    samples); that proportion's bounds are ``clustered_rate_bounds``'s, on the indicator "at or below the sample
+    quantile" by case, so its design effect measures how much the cases, not the calls, decide which values lie in
+    the tail. Without clustering (design effect 1) the bounds are exactly ``quantile_bounds``'s. An effective sample
+    too small to bound the quantile at all (q^n* > 1 - confidence for the upper end) gives an infinite end.
+    """
+    import numpy as np
+
+    groups = [g for g in groups if len(g) > 0]
+    values = np.fromiter((v for g in groups for v in g), dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    if not 0 < q < 1:
+        low, high = quantile_bounds(values.tolist(), q, confidence)
+        return ClusteredQuantile(low, high, n, len(groups), 1.0, float(n))
+    cut = float(np.quantile(values, q))
+    below = clustered_rate_bounds([[1.0 if v <= cut else 0.0 for v in g] for g in groups], confidence)
+    if below.design_effect <= 1.0:
+        low, high = quantile_bounds(values.tolist(), q, confidence)
+        return ClusteredQuantile(low, high, n, len(groups), 1.0, float(n))
+    effective = below.effective_calls
+    ordered = np.sort(values)
+    alpha = 1 - confidence
+    p_low, p_high = _clopper_pearson_real(q * effective, effective, confidence)
+    # The extremes bound the quantile only if the effective sample could (as quantile_bounds at n calls).
+    high = math.inf if q**effective > alpha else float(ordered[min(n, math.ceil(p_high * n)) - 1])
+    low = -math.inf if (1 - q) ** effective > alpha else float(ordered[max(1, math.floor(p_low * n)) - 1])
+    return ClusteredQuantile(low, high, n, len(groups), below.design_effect, effective)

@@ -118,6 +118,12 @@ class CheckReport(_Out):
         description="false: a time-sensitive metric (latency) of versions whose traces were not recorded together "
         "(a stored baseline); the check is inconclusive whatever its numbers say",
     )
+    population: Literal["app", "dataset", "traffic", "case"] | None = Field(
+        None,
+        description="what the interval speaks about: 'app' — the cases as a sample of the app's inputs (the case is "
+        "the unit); 'dataset' — these cases as they are, their runs the sample (about: dataset); 'traffic' — "
+        "unpaired traces, each a draw from a version's traffic; 'case' — a per-case check, each case on its own runs",
+    )
     suspects: list[str] = Field(
         default_factory=list,
         description="a per-case check: the cases its last look flagged, re-run and decided on the new runs alone "
