@@ -33,7 +33,8 @@ CHROMIUM = Path("/usr/bin/chromium")  # Debian's `chromium` package
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 PAYLOAD = f"\"'>{SCRIPT}{IMG}"
-LITERAL_FIELDS = {"status", "severity", "ci_of", "on_inconclusive"}  # enums: the model refuses planted text there
+# enums: the model refuses planted text there
+LITERAL_FIELDS = {"status", "severity", "ci_of", "on_inconclusive", "population"}
 FREE_KEYED = {"inputs", "distributions", "scorers", "values", "fingerprint", "bound"}  # dicts keyed by free text
 URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "formaction", "poster", "srcset", "data", "background"}
 
@@ -239,6 +240,17 @@ def test_report_names_every_check_metric_and_message() -> None:
     html = render_html(verdict)
     missing = [text for c in verdict.checks for text in (c.metric, c.message) if escape(text) not in html]
     assert verdict.checks and missing == []
+
+
+def test_each_interval_cell_says_what_its_interval_is_about() -> None:
+    data = _verdict().model_dump(mode="json")
+    for check, population in zip(data["checks"], ["app", "dataset", "traffic"], strict=False):
+        check["population"] = population
+    html = render_html(Verdict.model_validate(data))
+    assert "candidate in [1, 1] at 95%; cases as the unit</td>" in html
+    assert "delta in [-0.0455, +0.0568] at 95%; calls as the unit: this dataset&#x27;s cases</td>" in html
+    assert "delta in [+1, +1] at 95%; traces as the unit (unpaired)</td>" in html
+    assert "delta_pct in [+34.3%, +81.8%] at 95%</td>" in html  # no population recorded (an older verdict)
 
 
 def test_each_check_row_is_coloured_by_its_status() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Literal
 
+from gate._decide.checks import UNIT_OF
 from gate._metrics import metric_info, split_metric_key
 from gate._verdict.schema import CaseReport, CaseSide, CheckReport, RegressionReport, Verdict
 from gate.reporters._interface import register
@@ -129,6 +130,8 @@ def _interval(check: CheckReport, confidence: float | None) -> str:
     unit, sign = ("%" if check.ci_of == "delta_pct" else ""), ("+" if check.ci_of != "candidate" else "")
     at = f" at {confidence:.0%}" if confidence else ""
     extra = "" if check.p_value is None else f", McNemar p={check.p_value:.3g}"
+    if check.population in UNIT_OF:
+        extra += f"; {UNIT_OF[check.population]}"
     return _e(f"{check.ci_of} in [{check.ci_low:{sign}.3g}{unit}, {check.ci_high:{sign}.3g}{unit}]{at}{extra}")
 
 
