@@ -14,7 +14,14 @@ import pytest
 
 from gate._config.schema import CheckConfig
 from gate._decide.checks import decide_check
-from gate._decide.stats import PairedSample, bootstrap, clopper_pearson, clustered_quantile_bounds, quantile_bounds
+from gate._decide.stats import (
+    PairedSample,
+    bootstrap,
+    clopper_pearson,
+    clustered_quantile_bounds,
+    order_statistic_bounds,
+    quantile_bounds,
+)
 
 
 def lognormal_app(rng: np.random.Generator, cases: int, runs: int) -> list[list[float]]:
@@ -33,6 +40,18 @@ def test_without_clustering_the_percentile_bounds_are_the_order_statistic_ones()
     got = clustered_quantile_bounds(one_call_each, 0.95, 0.95)
     assert (got.low, got.high) == quantile_bounds([g[0] for g in one_call_each], 0.95, 0.95)
     assert got.design_effect == 1.0
+
+
+@pytest.mark.parametrize("n", [20, 59, 137, 400])
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.95, 0.99])
+def test_the_order_statistic_rule_at_a_real_effective_size_is_the_exact_one_at_n(n: int, q: float) -> None:
+    ordered = np.sort(np.random.default_rng(n).lognormal(0, 1, n))
+    assert order_statistic_bounds(ordered, q, 0.95, float(n)) == quantile_bounds(ordered.tolist(), q, 0.95)
+    # fewer effective calls: bounds at least as wide, and infinite once q^n* > 5% (p99 needs 299)
+    low, high = order_statistic_bounds(ordered, q, 0.95, n / 3)
+    exact_low, exact_high = quantile_bounds(ordered.tolist(), q, 0.95)
+    assert low <= exact_low and high >= exact_high
+    assert math.isinf(high) == (q ** (n / 3) > 0.05)
 
 
 def test_percentile_bounds_about_the_app_cover_its_p95_far_more_often_than_calls_level_bounds() -> None:
@@ -73,9 +92,9 @@ def two_bad_cases_of_ten(about: str) -> tuple[CheckConfig, PairedSample]:
 
 
 def test_error_rate_about_the_app_is_inconclusive_and_about_this_dataset_fails_and_each_says_so() -> None:
-    # 2 of 10 cases fail every run: these cases' rate is 0.2 for sure (100 calls, Clopper-Pearson [0.1367, 0.2772], scipy's beta
-    # quantiles agree to 4 digits); the
-    # app's, with 2 bad cases in 10 drawn, could be far lower ([0.032, 0.525] with cases as the unit).
+    # 2 of 10 cases fail every run: these cases' rate is 0.2 for sure (100 calls, Clopper-Pearson [0.1367, 0.2772];
+    # scipy's beta quantiles agree to 4 digits); the app's, with 2 bad cases in 10 drawn, could be far lower
+    # ([0.032, 0.525] with cases as the unit).
     app = decide_check(*two_bad_cases_of_ten("app"), 0.2, 0.2, 0.95, "warn")
     dataset = decide_check(*two_bad_cases_of_ten("dataset"), 0.2, 0.2, 0.95, "warn")
     assert (app.status, app.population) == ("inconclusive", "app")

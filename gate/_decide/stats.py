@@ -423,12 +423,15 @@ class ClusteredQuantile:
 def clustered_quantile_bounds(groups: Sequence[Sequence[float]], q: float, confidence: float) -> ClusteredQuantile:
     """One-sided bounds at ``confidence`` for the ``q`` quantile of calls that come in cases (Woodruff 1952).
 
-    ``groups[i]`` holds case i's values. The quantile's bounds are read off the empirical distribution at the bounds
-    of the proportion of calls at or below it (Woodruff's interval, the standard one for quantiles from cluster
-    samples); that proportion's bounds are ``clustered_rate_bounds``'s, on the indicator "at or below the sample
-    quantile" by case, so its design effect measures how much the cases, not the calls, decide which values lie in
-    the tail. Without clustering (design effect 1) the bounds are exactly ``quantile_bounds``'s. An effective sample
-    too small to bound the quantile at all (q^n* > 1 - confidence for the upper end) gives an infinite end.
+    ``groups[i]`` holds case i's values. Woodruff's interval, the standard one for quantiles from cluster samples,
+    reads the quantile's bounds off the empirical distribution at the bounds of the proportion of calls at or below
+    it. Here that proportion is treated as ``clustered_rate_bounds`` treats a rate: the design effect of the
+    indicator "at or below the sample quantile" by case measures how much the cases, not the calls, decide which
+    values lie in the tail, and the distribution-free order-statistic rule of ``quantile_bounds`` is applied at the
+    effective sample size n* = n / deff (the binomial tails written as incomplete beta functions, which take a
+    non-integer n*), its order statistic then scaled from n* to the n calls. Without clustering (design effect 1)
+    the bounds are exactly ``quantile_bounds``'s. An effective sample too small to bound the quantile at all
+    (q^n* > 1 - confidence for the upper end) gives an infinite end.
     """
     import numpy as np
 
@@ -437,19 +440,52 @@ def clustered_quantile_bounds(groups: Sequence[Sequence[float]], q: float, confi
     n = len(values)
     if n == 0:
         raise ValueError("no values")
-    if not 0 < q < 1:
+    cut = float(np.quantile(values, q)) if 0 < q < 1 else 0.0
+    below = (
+        clustered_rate_bounds([[1.0 if v <= cut else 0.0 for v in g] for g in groups], confidence)
+        if 0 < q < 1
+        else None
+    )
+    if below is None or below.design_effect <= 1.0:
         low, high = quantile_bounds(values.tolist(), q, confidence)
         return ClusteredQuantile(low, high, n, len(groups), 1.0, float(n))
-    cut = float(np.quantile(values, q))
-    below = clustered_rate_bounds([[1.0 if v <= cut else 0.0 for v in g] for g in groups], confidence)
-    if below.design_effect <= 1.0:
-        low, high = quantile_bounds(values.tolist(), q, confidence)
-        return ClusteredQuantile(low, high, n, len(groups), 1.0, float(n))
-    effective = below.effective_calls
-    ordered = np.sort(values)
+    low, high = order_statistic_bounds(np.sort(values), q, confidence, below.effective_calls)
+    return ClusteredQuantile(low, high, n, len(groups), below.design_effect, below.effective_calls)
+
+
+def order_statistic_bounds(ordered: Floats, q: float, confidence: float, effective: float) -> tuple[float, float]:
+    """``quantile_bounds``'s rule for sorted values at an effective sample size ``effective`` (≤ their count).
+
+    Upper: the smallest k with P(X <= k - 1) >= confidence, X ~ Binomial(n*, q); lower: the largest k with
+    P(X >= k) >= confidence. With the binomial tail written as an incomplete beta function, P(X >= k) =
+    I_q(k, n* - k + 1), both take a real n* and k; the order statistic is then k scaled from n* to the n values.
+    At n* = n this is ``quantile_bounds`` exactly (tested).
+    """
+    n = len(ordered)
     alpha = 1 - confidence
-    p_low, p_high = _clopper_pearson_real(q * effective, effective, confidence)
-    # The extremes bound the quantile only if the effective sample could (as quantile_bounds at n calls).
-    high = math.inf if q**effective > alpha else float(ordered[min(n, math.ceil(p_high * n)) - 1])
-    low = -math.inf if (1 - q) ** effective > alpha else float(ordered[max(1, math.floor(p_low * n)) - 1])
-    return ClusteredQuantile(low, high, n, len(groups), below.design_effect, effective)
+
+    def at_least(k: float) -> float:
+        return betainc(k, effective - k + 1, q)
+
+    # Both tails are monotone in k: bisection on (0, n*].
+    high = math.inf
+    if q**effective <= alpha:
+        k = _bisect_on(lambda k: 1 - at_least(k) - confidence, effective)
+        high = float(ordered[min(n, math.ceil(k * n / effective)) - 1])
+    low = -math.inf
+    if (1 - q) ** effective <= alpha:
+        k = _bisect_on(lambda k: confidence - at_least(k), effective)
+        low = float(ordered[max(1, math.floor(k * n / effective)) - 1])
+    return low, high
+
+
+def _bisect_on(f: Callable[[float], float], top: float) -> float:
+    """The root in (0, ``top``] of an increasing ``f`` (negative near 0, non-negative at ``top``), to ~1e-12·top."""
+    lo, hi = 0.0, top
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if f(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
