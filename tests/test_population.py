@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gate._config.schema import CheckConfig
-from gate._decide.checks import decide_check
+from gate._decide.checks import MIN_RUNS, decide_check
 from gate._decide.stats import (
     PairedSample,
     bootstrap,
@@ -107,17 +107,23 @@ def test_error_rate_about_the_app_is_inconclusive_and_about_this_dataset_fails_a
     )
 
 
-def test_about_this_dataset_a_case_run_once_leaves_a_change_undecided_until_it_has_two_runs() -> None:
+def test_about_this_dataset_a_change_waits_for_enough_runs_of_every_case() -> None:
     check = CheckConfig(metric="latency_ms/mean", max_increase_pct=10, about="dataset")
     once = PairedSample([[100.0], [200.0]] * 5, [[300.0], [600.0]] * 5)  # +200% on every case, one run each
     result = decide_check(check, once, 150.0, 450.0, 0.95, "warn")
     assert result.status == "inconclusive" and result.leans is None
     assert result.message == (
-        "latency_ms/mean rose 200.0% (150.0 → 450.0 ms), limit +10%: cannot be decided about this dataset while a "
-        "case has one run: its runs are the sample (about: dataset); needs 2 or more runs of every case"
+        "latency_ms/mean rose 200.0% (150.0 → 450.0 ms), limit +10%: cannot be decided about this dataset from 1 run "
+        f"of a case: its runs are the sample (about: dataset); needs {MIN_RUNS} or more runs of every case"
     )
-    twice = PairedSample([[100.0, 101.0], [200.0, 202.0]] * 5, [[300.0, 303.0], [600.0, 606.0]] * 5)
-    decided = decide_check(check, twice, 150.75, 452.25, 0.95, "warn")
+    runs = [1.0, 1.01, 0.99, 1.02, 0.98][:MIN_RUNS]
+    enough = PairedSample(
+        [[100.0 * r for r in runs], [200.0 * r for r in runs]] * 5,
+        [[300.0 * r for r in runs], [600.0 * r for r in runs]] * 5,
+    )
+    four = PairedSample([g[:-1] for g in enough.baseline], [g[:-1] for g in enough.candidate])
+    assert "from 4 runs of a case" in decide_check(check, four, 150.0, 450.0, 0.95, "warn").message
+    decided = decide_check(check, enough, 150.0, 450.0, 0.95, "warn")
     assert (decided.status, decided.population) == ("fail", "dataset")
     assert decided.message.endswith("at 95%, calls as the unit: this dataset's cases)")
 

@@ -26,7 +26,16 @@ from gate._decide.stats import (
 )
 from gate._metrics import metric_info, split_metric_key
 
-__all__ = ["MIN_CASES", "CheckResult", "decide_check", "evaluate_check", "evaluate_checks"]
+__all__ = [
+    "MIN_CASES",
+    "MIN_RUNS",
+    "UNIT_OF",
+    "CheckResult",
+    "Population",
+    "decide_check",
+    "evaluate_check",
+    "evaluate_checks",
+]
 
 # The fewest cases a case-bootstrap interval is decided on. With n cases a resample repeats one case throughout with
 # probability n^(1-n): 11% at 3 cases, 1.6% at 4, 0.16% at 5, so below 5 the 5% tail of the bootstrap distribution
@@ -35,6 +44,11 @@ __all__ = ["MIN_CASES", "CheckResult", "decide_check", "evaluate_check", "evalua
 # failed a p95 +5% check in 44.5% of runs, three cases 38.5%, five 19.5% (bench/few_cases.py on the branch
 # stats-few-cases); below MIN_CASES such checks are now inconclusive and say so.
 MIN_CASES = 5
+# The same for a check about this dataset (about: dataset), whose bootstrap resamples each case's runs: a stratum of
+# m runs resampled with replacement under-states its variance by (m - 1)/m and repeats one run throughout with
+# probability m^(1-m). Measured (bench/populations.py): a p95 change exactly at its bound false-failed 11.5% of
+# datasets at 10 cases x 3 runs (MIN_RUNS_RESULT); below MIN_RUNS runs of every case such checks are inconclusive.
+MIN_RUNS = 5
 
 CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
 Decision = Literal["pass", "fail", "inconclusive"]
@@ -328,9 +342,10 @@ def decide_check(
     needs_cases = None
     if bootstrapped and population == "app" and not metric_info(metric).binary and sample.n_pairs < MIN_CASES:
         decision, needs_cases = "inconclusive", MIN_CASES
-    # About these cases the runs are the sample: a case run once shows none of its spread (more repeats will).
-    one_run = bootstrapped and population == "dataset" and min(map(len, [*sample.baseline, *sample.candidate])) < 2
-    if one_run:
+    # About these cases the runs are the sample: too few runs of a case show too little of its spread (more will).
+    runs = min(map(len, [*sample.baseline, *sample.candidate]))
+    few_runs = bootstrapped and population == "dataset" and runs < MIN_RUNS
+    if few_runs:
         decision = "inconclusive"
     status: CheckStatus
     if decision == "pass":
@@ -350,15 +365,15 @@ def decide_check(
         "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
     }[decision]
     leans = None
-    if decision == "inconclusive" and needs_cases is None and not one_run:
+    if decision == "inconclusive" and needs_cases is None and not few_runs:
         point_value = {"candidate": point.candidate, "delta": point.delta, "delta_pct": point.delta_pct}[ci_of]
         if (leaning := _leaning(first, point.bound[first], est, point_value)) is not None:
             leans, factor = leaning
             tail += f"; leans {leans}: about {factor:.1f}× the calls might decide it, or more cases"
-    if one_run:
+    if few_runs:
         tail = (
-            f"limit {limits}: cannot be decided about this dataset while a case has one run: its runs are the "
-            "sample (about: dataset); needs 2 or more runs of every case"
+            f"limit {limits}: cannot be decided about this dataset from {runs} run{'s' if runs != 1 else ''} of a "
+            f"case: its runs are the sample (about: dataset); needs {MIN_RUNS} or more runs of every case"
         )
     if needs_cases is not None:
         tail = (
