@@ -48,6 +48,7 @@ from gate._decide.stats import PairedSample, bootstrap, clustered_quantile_bound
 MEDIAN_MS = 800.0
 CALL_SIGMA = 0.29
 Z95 = 1.6448536269514722
+CHANGE_ROWS = [(40, 10, 1.1), (40, 10, 1.3), (10, 3, 1.1), (10, 5, 1.1), (40, 5, 1.1)]  # cases, runs, ×
 
 
 def draw(rng: np.random.Generator, cases: int, runs: int, case_sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +120,7 @@ def percentiles(runs: int, seed: int) -> None:
 def changes(runs: int, seed: int) -> None:
     print("| cases × runs | candidate | about | lower end above +10% | median interval width |")
     print("|---|---|---|---|---:|")
-    for cases, per_case, factor in [(40, 10, 1.1), (40, 10, 1.3), (10, 3, 1.1), (10, 5, 1.1), (40, 5, 1.1)]:
+    for cases, per_case, factor in CHANGE_ROWS:
         rng = np.random.default_rng([seed, cases, per_case, int(factor * 100)])
         fails = {"case": 0, "call": 0}
         widths: dict[str, list[float]] = {"case": [], "call": []}

@@ -46,8 +46,8 @@ __all__ = [
 MIN_CASES = 5
 # The same for a check about this dataset (about: dataset), whose bootstrap resamples each case's runs: a stratum of
 # m runs resampled with replacement under-states its variance by (m - 1)/m and repeats one run throughout with
-# probability m^(1-m). Measured (bench/populations.py): a p95 change exactly at its bound false-failed 11.5% of
-# datasets at 10 cases x 3 runs (MIN_RUNS_RESULT); below MIN_RUNS runs of every case such checks are inconclusive.
+# probability m^(1-m). Measured (bench/populations.py, one look): a p95 change exactly at its bound false-failed 11.5%
+# of datasets at 10 cases x 3 runs; below MIN_RUNS runs of every case such checks are inconclusive.
 MIN_RUNS = 5
 
 CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
