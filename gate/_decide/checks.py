@@ -44,10 +44,11 @@ __all__ = [
 # failed a p95 +5% check in 44.5% of runs, three cases 38.5%, five 19.5% (bench/few_cases.py on the branch
 # stats-few-cases); below MIN_CASES such checks are now inconclusive and say so.
 MIN_CASES = 5
-# The same for a check about this dataset (about: dataset), whose bootstrap resamples each case's runs: a stratum of
-# m runs resampled with replacement under-states its variance by (m - 1)/m and repeats one run throughout with
-# probability m^(1-m). Measured (bench/populations.py, one look): a p95 change exactly at its bound false-failed 11.5%
-# of datasets at 10 cases x 3 runs; below MIN_RUNS runs of every case such checks are inconclusive.
+# The same for a check about this dataset (about: dataset), whose bootstrap resamples each case's runs (m - 1 draws
+# of its m runs, rescaled: stats.bootstrap): a resample repeats one run throughout with probability m^(2-m), a third
+# at 3 runs, 0.8% at 5. Measured (bench/populations.py, one look, 10 cases): a p95 change exactly at its bound
+# false-failed 7.4% of datasets at 3 runs, 6.4% at 5 (the case bootstrap about the app: 8.5% and 7.5%), and 11.5% at 3
+# runs before the rescaling; below MIN_RUNS runs of every case such checks are inconclusive.
 MIN_RUNS = 5
 
 CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
