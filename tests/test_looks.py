@@ -133,4 +133,6 @@ def test_a_check_decided_at_a_strict_look_shows_its_level_never_a_rounded_100_pe
     messages = [
         decide_check(check, sample, 105.0, 205.0, level, "warn").message for level in (0.95, 0.99561, 0.99999997)
     ]
-    assert [m.rsplit(" at ", 1)[1].split(")")[0] for m in messages] == ["95%", "99.56%", ">99.99%"]
+    levels = [m.rsplit(" at ", 1)[1].split(")")[0].split(",")[0] for m in messages]
+    assert levels == ["95%", "99.56%", ">99.99%"]
+    assert all(m.endswith(f"at {level}, cases as the unit)") for m, level in zip(messages, levels, strict=True))
