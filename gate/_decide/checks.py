@@ -46,9 +46,9 @@ __all__ = [
 MIN_CASES = 5
 # The same for a check about this dataset (about: dataset), whose bootstrap resamples each case's runs (m - 1 draws
 # of its m runs, rescaled: stats.bootstrap): a resample repeats one run throughout with probability m^(2-m), a third
-# at 3 runs, 0.8% at 5. Measured (bench/populations.py, one look, 10 cases): a p95 change exactly at its bound
-# false-failed 7.4% of datasets at 3 runs, 6.4% at 5 (the case bootstrap about the app: 8.5% and 7.5%), and 11.5% at 3
-# runs before the rescaling; below MIN_RUNS runs of every case such checks are inconclusive.
+# at 3 runs, 0.8% at 5. Measured (bench/populations.py, one look, 10 cases, a p95 change exactly at its bound): 4.9%
+# false fails at 5 runs, 8.1% at 3 (11.5% at 3 before the rescaling); below MIN_RUNS runs of every case such checks
+# are inconclusive.
 MIN_RUNS = 5
 
 CheckStatus = Literal["pass", "fail", "warn", "inconclusive", "missing"]
@@ -290,7 +290,7 @@ def decide_check(
         return replace(point, status="missing", message=message, n_pairs=0, on_inconclusive=policy)
     metric, aggregation = split_metric_key(check.metric)
     population: Population = "traffic" if not sample.paired else "dataset" if check.about == "dataset" else "app"
-    unit = UNIT_OF[population]
+    unit_note = UNIT_OF[population]
     est = bootstrap(
         sample, aggregation, confidence=confidence, seed=seed, unit="call" if population == "dataset" else "case"
     )
@@ -303,7 +303,7 @@ def decide_check(
             clustered = clustered_rate_bounds(sample.candidate, confidence)
             low, high = clustered.low, clustered.high
             if clustered.mixed:
-                unit += f", design effect {clustered.design_effect:.1f}"
+                unit_note += f", design effect {clustered.design_effect:.1f}"
         else:  # about these cases (or unpaired traces): every call an independent trial
             low, high = clopper_pearson(round(sum(outcomes)), len(outcomes), confidence)
         if not any(outcomes):
@@ -318,7 +318,7 @@ def decide_check(
             quantile = clustered_quantile_bounds(sample.candidate, q, confidence)
             est = replace(est, candidate=(quantile.low, quantile.high))
             if quantile.design_effect > 1:
-                unit += f", design effect {quantile.design_effect:.1f}"
+                unit_note += f", design effect {quantile.design_effect:.1f}"
         else:
             est = replace(est, candidate=quantile_bounds([v for vs in sample.candidate for v in vs], q, confidence))
     decisions = [_bound_decision(name, limit, est) for name, limit in point.bound.items()]
@@ -355,10 +355,11 @@ def decide_check(
         status = "fail" if check.severity == "error" else "warn"
     else:
         status = "inconclusive"
-    unit_sign = "%" if ci_of == "delta_pct" else ""
+    unit = "%" if ci_of == "delta_pct" else ""
     sign = "+" if ci_of != "candidate" else ""
-    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit_sign}, {ci_high:{sign}.4g}{unit_sign}] at {_level(confidence)}"
-    interval += f", {unit if ci_of == 'candidate' else UNIT_OF[population]}"
+    interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {_level(confidence)}"
+    # What the interval is about; a design effect belongs to the candidate's value (a rate's, a percentile's).
+    interval += f", {unit_note if ci_of == 'candidate' else UNIT_OF[population]}"
     limits = _limits(point.bound)
     tail = {
         "pass": f"within {limits} ({interval})",
