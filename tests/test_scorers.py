@@ -384,6 +384,20 @@ def test_regex_that_does_not_compile_is_a_config_error(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "warning"),
+    [("[(--", "Possible set difference at position 2"), ("[[a]", "Possible nested set at position 1")],
+)
+def test_regex_python_will_read_differently_is_a_config_error_naming_the_fix(
+    tmp_path: Path, pattern: str, warning: str
+) -> None:
+    problems = config_problems(tmp_path, scorers=[{"name": "r", "type": "regex", "pattern": pattern}])
+    assert problems == [
+        f"scorers[0].regex.pattern: ambiguous regular expression: {warning} (Python will read it differently in a "
+        "future version); escape the repeated '-', '&', '~', '|' or the '[' inside [...] with a backslash"
+    ]
+
+
 def test_length_between_with_neither_min_nor_max_is_a_config_error(tmp_path: Path) -> None:
     problems = config_problems(tmp_path, scorers=[{"name": "len", "type": "length_between", "unit": "words"}])
     assert problems == ["scorers[0].length_between: give min, max or both"]

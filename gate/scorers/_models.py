@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -53,10 +54,19 @@ class Regex(_Scorer):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        # Python warns (FutureWarning) on a set it will read differently in a future version, e.g. "[a--z]" or "[[":
+        # the pattern would mean something else after an upgrade, so it is refused here with the fix.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+            except FutureWarning as exc:
+                raise ValueError(
+                    f"ambiguous regular expression: {exc} (Python will read it differently in a future version); "
+                    "escape the repeated '-', '&', '~', '|' or the '[' inside [...] with a backslash"
+                ) from None
         return value
 
 
