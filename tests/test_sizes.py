@@ -48,6 +48,15 @@ def test_each_method_says_when_the_data_cannot_decide() -> None:
     assert too_small(config(15, 10, *checks), 15) == []  # 150 calls: enough for all of them
 
 
+def test_a_check_about_the_dataset_needs_runs_of_every_case_not_cases() -> None:
+    about_dataset = {"metric": "latency_ms/mean", "max_increase_pct": 5, "about": "dataset"}
+    assert too_small(config(4, 3, about_dataset), 4) == [
+        "latency_ms/mean: max_repeats 3 cannot decide it (about: dataset resamples each case's runs and needs at least "
+        "5 of every case); raise run.max_repeats"
+    ]
+    assert too_small(config(2, 5, about_dataset), 2) == []  # two cases are the whole population here
+
+
 def test_validate_and_dry_run_print_the_warnings(project: Project) -> None:
     project.write_config(
         cases=[{"id": f"q{i}", "inputs": {"question": f"question {i}"}} for i in range(3)],

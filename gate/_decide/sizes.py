@@ -1,7 +1,8 @@
 """Before any call: which checks the dataset and the repeat cap are too small to decide (gate validate, --dry-run).
 
-Three limits, each from the method that decides the check (docs/design/statistics.md):
+Four limits, each from the method that decides the check (docs/design/statistics.md):
 - a case-bootstrap interval needs ``MIN_CASES`` cases (checks.py): more repeats cannot stand in for cases;
+- a check ``about: dataset`` resamples each case's runs instead and needs ``MIN_RUNS`` of every case;
 - an ``at_most: p`` bound on a 0/1 rate passes, with no failure seen, only from n calls with (1 - p)^n ≤ α
   (Clopper-Pearson): 149 calls for ``at_most: 0.02`` at 95%; ``at_least: p`` alike with p^n ≤ α;
 - an ``at_most`` bound on a percentile q passes only from n calls with q^n ≤ α (the order-statistic bound needs
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 
 from gate._config.schema import CheckConfig, GateConfig
-from gate._decide.checks import MIN_CASES
+from gate._decide.checks import MIN_CASES, MIN_RUNS
 from gate._metrics import metric_info, split_metric_key
 
 __all__ = ["calls_needed", "too_small"]
@@ -42,6 +43,13 @@ def too_small(config: GateConfig, cases: int) -> list[str]:
     for check in config.checks:
         metric, aggregation = split_metric_key(check.metric)
         info = metric_info(metric)
+        if _bootstrapped(check) and check.about == "dataset":
+            if config.max_repeats() < MIN_RUNS:
+                lines.append(
+                    f"{check.metric}: max_repeats {config.max_repeats()} cannot decide it (about: dataset resamples "
+                    f"each case's runs and needs at least {MIN_RUNS} of every case); raise run.max_repeats"
+                )
+            continue
         if _bootstrapped(check) and not check.where and not check.per_slice and cases < MIN_CASES:
             lines.append(
                 f"{check.metric}: {cases} case{'s' if cases != 1 else ''} cannot decide it (its interval resamples "
