@@ -45,6 +45,7 @@ def test_identical_versions_pass(project: Project) -> None:
     assert verdict["spend"]["calls"] == 2 * calls
     jsonschema.validate(verdict, verdict_schema())
     assert "gate: PASS (exit 0)" in result.stderr
+    assert "\n  intervals: cases as the unit\n" in result.stderr  # every interval is about the app's inputs
 
 
 def test_traces_are_tagged_and_linked_to_their_run(project: Project) -> None:

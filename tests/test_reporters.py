@@ -22,6 +22,7 @@ from gate._verdict.schema import (
 )
 from gate.reporters import REPORTERS
 from gate.reporters._builtin import MARKDOWN_LIMIT, md_escape, render_github, render_junit, render_markdown
+from gate.reporters.summary import render_summary
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE = "<script>alert(1)</script> | @octocat ![x](https://evil.example/p.png)\n## heading %0A::error::"
@@ -107,6 +108,23 @@ def test_reporter_matches_its_golden_file(fmt: str, kind: str) -> None:
     if os.environ.get("GATE_UPDATE_GOLDEN"):
         golden.write_text(text, encoding="utf-8")
     assert text == golden.read_text(encoding="utf-8")
+
+
+def test_the_summary_says_what_the_intervals_are_about() -> None:
+    verdict = canonical("pass")
+    assert "intervals:" not in render_summary(verdict)  # no population recorded: nothing to say
+    same = verdict.model_copy(update={"checks": [c.model_copy(update={"population": "app"}) for c in verdict.checks]})
+    assert "\n  intervals: cases as the unit\n" in render_summary(same)
+    populations = ["app", "dataset", "app", None]
+    mixed = verdict.model_copy(
+        update={
+            "checks": [c.model_copy(update={"population": p}) for c, p in zip(verdict.checks, populations, strict=True)]
+        }
+    )
+    assert (
+        "\n  intervals: cases as the unit (latency_ms/p95, total_tokens/mean); calls as the unit: this dataset's cases "
+        "(error/rate)\n" in render_summary(mixed)
+    )
 
 
 def test_the_built_in_formats_are_registered() -> None:

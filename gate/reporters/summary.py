@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gate._decide.checks import UNIT_OF
 from gate._verdict.schema import VariantReport, Verdict
 
 __all__ = ["render_summary"]
@@ -53,6 +54,15 @@ def render_summary(verdict: Verdict) -> str:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        # What the intervals are about: one phrase when all agree, else each with its checks.
+        about: dict[str, list[str]] = {}
+        for check in verdict.checks:
+            if check.population is not None:
+                about.setdefault(check.population, []).append(check.metric)
+        if len(about) == 1:
+            lines.append(f"  intervals: {UNIT_OF[next(iter(about))]}")
+        elif about:
+            lines.append("  intervals: " + "; ".join(f"{UNIT_OF[p]} ({', '.join(m)})" for p, m in about.items()))
         for check in verdict.checks:
             if check.status != "pass":
                 lines.append(f"  {check.status}: {check.message}")
