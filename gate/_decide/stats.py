@@ -304,9 +304,9 @@ def betainc(a: float, b: float, x: float) -> float:
     return math.exp(log_front) * fraction / a
 
 
-def _bisect(f: Callable[[float], float]) -> float:
-    """The root in (0, 1) of an increasing ``f``, to ~1e-18."""
-    lo, hi = 0.0, 1.0
+def _bisect(f: Callable[[float], float], top: float = 1.0) -> float:
+    """The root in (0, ``top``) of an increasing ``f``, to ~1e-18·top."""
+    lo, hi = 0.0, top
     for _ in range(60):
         mid = (lo + hi) / 2
         if f(mid) < 0:
@@ -479,22 +479,10 @@ def order_statistic_bounds(ordered: Floats, q: float, confidence: float, effecti
     # Both tails are monotone in k: bisection on (0, n*].
     high = math.inf
     if q**effective <= alpha:
-        k = _bisect_on(lambda k: 1 - at_least(k) - confidence, effective)
+        k = _bisect(lambda k: 1 - at_least(k) - confidence, effective)
         high = float(ordered[min(n, math.ceil(k * n / effective)) - 1])
     low = -math.inf
     if (1 - q) ** effective <= alpha:
-        k = _bisect_on(lambda k: confidence - at_least(k), effective)
+        k = _bisect(lambda k: confidence - at_least(k), effective)
         low = float(ordered[max(1, math.floor(k * n / effective)) - 1])
     return low, high
-
-
-def _bisect_on(f: Callable[[float], float], top: float) -> float:
-    """The root in (0, ``top``] of an increasing ``f`` (negative near 0, non-negative at ``top``), to ~1e-12·top."""
-    lo, hi = 0.0, top
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        if f(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    return hi
