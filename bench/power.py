@@ -154,7 +154,9 @@ SCENARIOS = (
     Scenario("latency ×1.3, heavy tails (t3)", P95, "A/B", 0.90, latency_factor=1.3, tails="t3"),
     # The p95 exactly at its bound while the slowest 3% of calls change besides: the p95 check must decide on the p95.
     Scenario("×1.1 (at the bound), slowest 3% also ×0.9", P95, "bound", 0.05, latency_factor=1.1, tail=(0.97, 0.9)),
-    Scenario("×1.1 (at the bound), slowest 3% also ×1.5", P95, "bound-fail", 0.05, latency_factor=1.1, tail=(0.97, 1.5)),
+    Scenario(
+        "×1.1 (at the bound), slowest 3% also ×1.5", P95, "bound-fail", 0.05, latency_factor=1.1, tail=(0.97, 1.5)
+    ),
 )
 
 
