@@ -26,7 +26,7 @@ DROP = object()  # a value for config_with(): remove the key
 
 CHECK_KEYS = (
     "metric, at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct,"
-    " severity, on_inconclusive, per_case, where, trade_off, per_slice, about"
+    " severity, on_inconclusive, per_case, where, trade_off, per_slice, about, percentile"
 )
 BOUND_KEYS = "at_most, at_least, max_increase, max_decrease, max_increase_pct, max_decrease_pct"
 TOP_LEVEL_KEYS = (
@@ -192,6 +192,18 @@ def test_about_dataset_on_a_per_case_check_names_the_check_and_why(tmp_path: Pat
     ]
     other = config_with(tmp_path, checks=[check("latency_ms/mean", max_increase_pct=50, about="everything")])
     assert problems(other) == [f"{other}: checks[0].about: Input should be 'app' or 'dataset'"]
+
+
+def test_percentile_plain_applies_only_to_a_percentile_and_names_its_values(tmp_path: Path) -> None:
+    path = config_with(tmp_path, checks=[check("latency_ms/mean", max_increase_pct=10, percentile="plain")])
+    assert problems(path) == [
+        f"{path}: checks[0]: percentile: plain applies to a percentile of a measured metric (e.g. latency_ms/p95), "
+        "not 'latency_ms/mean'"
+    ]
+    other = config_with(tmp_path, checks=[check("latency_ms/p95", max_increase_pct=10, percentile="exact")])
+    assert problems(other) == [f"{other}: checks[0].percentile: Input should be 'smoothed' or 'plain'"]
+    fine = config_with(tmp_path, checks=[check("latency_ms/median", max_increase_pct=10, percentile="plain")])
+    assert load_config(fine).checks[0].percentile == "plain"
 
 
 def test_misspelled_bound_in_second_check_names_its_path_and_lists_valid_keys(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from gate._config.schema import CheckConfig
 from gate._decide.checks import MIN_RUNS, decide_check
 from gate._decide.stats import (
     PairedSample,
+    _weighted_aggregate,
     bootstrap,
     clopper_pearson,
     clustered_quantile_bounds,
@@ -142,3 +143,32 @@ def test_a_change_about_the_app_says_its_unit_and_so_do_percentiles_with_their_d
     assert deff > 1
     assert level.population == "app"
     assert level.message.endswith(f"at 95%, cases as the unit, design effect {deff:.1f})")
+
+
+def test_a_change_beyond_the_p95_moves_the_smoothed_p95_and_not_the_plain_one() -> None:
+    # The estimand behind `percentile: plain` (docs/design/statistics.md, "What a smoothed percentile decides on"):
+    # the slowest 3% of calls 1.5x slower leaves a sample's p95 where it was, but not the kernel-smoothed one.
+    rng = np.random.default_rng(11)
+    values = np.sort(rng.lognormal(6.7, 0.58, 400))
+    slower = np.where(values > np.quantile(values, 0.97), values * 1.5, values)
+    case_of = np.arange(400)
+    once = np.ones((1, 400))
+    plain = [_weighted_aggregate(v, case_of, once, "p95", smooth=False)[0] for v in (values, slower)]
+    smoothed = [_weighted_aggregate(v, case_of, once, "p95", smooth=True)[0] for v in (values, slower)]
+    assert plain[0] == plain[1] == np.quantile(values, 0.95)
+    assert smoothed[1] > smoothed[0] * 1.002
+
+
+def test_a_check_asking_for_the_plain_percentile_is_decided_on_it_and_says_so() -> None:
+    rng = np.random.default_rng(4)
+    baseline, candidate = lognormal_app(rng, 40, 10), lognormal_app(rng, 40, 10)
+    sample = PairedSample(baseline, candidate)
+    plain = decide_check(
+        CheckConfig(metric="latency_ms/p95", max_increase_pct=10, percentile="plain"), sample, 1.0, 1.0, 0.95, "warn"
+    )
+    smoothed = decide_check(CheckConfig(metric="latency_ms/p95", max_increase_pct=10), sample, 1.0, 1.0, 0.95, "warn")
+    assert "at 95%, cases as the unit, the plain percentile, 40 cases)" in plain.message
+    assert "the plain percentile" not in smoothed.message
+    expected = bootstrap(sample, "p95", 0.95, smooth=False).delta_pct
+    assert expected is not None and (plain.ci_low, plain.ci_high) == expected
+    assert (smoothed.ci_low, smoothed.ci_high) != expected

@@ -357,6 +357,13 @@ class CheckConfig(_Strict):
         "inputs, so intervals take the case as the unit; 'dataset': these cases as they are, with their runs "
         "(repeats) as the sample, for a fixed suite whose cases are the whole population of interest",
     )
+    percentile: Literal["smoothed", "plain"] = Field(
+        "smoothed",
+        description="how a change of a percentile (pNN, median) is decided: 'smoothed' (default): the bootstrap "
+        "weighs the order statistics around it, finding a change of the whole distribution more often; 'plain': "
+        "the percentile itself, so that a change confined to calls beyond it (the slowest 3% for a p95) cannot "
+        "move the check; docs/design/statistics.md",
+    )
 
     @field_validator("metric")
     @classmethod
@@ -400,6 +407,13 @@ class CheckConfig(_Strict):
             raise ValueError(
                 "about: dataset applies to a check over cases; per_case checks and case counts already take each "
                 "case as it is"
+            )
+        if self.percentile == "plain" and not (
+            (aggregation.startswith("p") or aggregation == "median") and not info.binary and not info.per_case
+        ):
+            raise ValueError(
+                f"percentile: plain applies to a percentile of a measured metric (e.g. latency_ms/p95), not "
+                f"'{self.metric}'"
             )
         if self.per_case:
             if info.per_case or info.binary or aggregation != "mean":

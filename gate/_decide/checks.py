@@ -292,7 +292,12 @@ def decide_check(
     population: Population = "traffic" if not sample.paired else "dataset" if check.about == "dataset" else "app"
     unit_note = UNIT_OF[population]
     est = bootstrap(
-        sample, aggregation, confidence=confidence, seed=seed, unit="call" if population == "dataset" else "case"
+        sample,
+        aggregation,
+        confidence=confidence,
+        seed=seed,
+        unit="call" if population == "dataset" else "case",
+        smooth=None if check.percentile == "smoothed" else False,
     )
     if metric_info(metric).binary and aggregation in ("rate", "mean"):
         # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
@@ -360,6 +365,8 @@ def decide_check(
     interval = f"{ci_of} in [{ci_low:{sign}.4g}{unit}, {ci_high:{sign}.4g}{unit}] at {_level(confidence)}"
     # What the interval is about; a design effect belongs to the candidate's value (a rate's, a percentile's).
     interval += f", {unit_note if ci_of == 'candidate' else UNIT_OF[population]}"
+    if ci_of != "candidate" and check.percentile == "plain":
+        interval += ", the plain percentile"  # the bootstrap's default smooths it (docs/design/statistics.md)
     limits = _limits(point.bound)
     tail = {
         "pass": f"within {limits} ({interval})",
