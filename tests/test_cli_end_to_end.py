@@ -232,11 +232,23 @@ def test_cases_regressed_count_is_a_check(project: Project) -> None:
 
 
 def test_checks_carry_their_interval_and_the_run_reports_its_spend(project: Project) -> None:
-    project.write_config(run={"repeats": 1, "max_repeats": 3, "concurrency": 4, "timeout_s": 30})
+    project.write_config(
+        run={"repeats": 1, "max_repeats": 3, "concurrency": 4, "timeout_s": 30},
+        checks=[
+            {"metric": "latency_ms/median", "max_increase_pct": 50},
+            {"metric": "error/rate", "at_most": 0.0},
+            {"metric": "total_tokens/mean", "max_increase_pct": 20},
+            {"metric": "latency_ms/p90", "max_increase_pct": 50, "percentile": "plain"},
+        ],
+    )
     verdict = project.gate("run", "--simulate").verdict
     latency = _check(verdict, "latency_ms/median")
     assert latency["ci_of"] == "delta_pct" and latency["ci_low"] <= latency["delta_pct"] <= latency["ci_high"]
     assert latency["n_pairs"] == 6
+    assert "the plain percentile" not in latency["message"]
+    plain = _check(verdict, "latency_ms/p90")  # decided on the p90 itself, and saying so
+    assert plain["ci_of"] == "delta_pct"
+    assert ", cases as the unit, the plain percentile" in plain["message"], plain["message"]
     assert _check(verdict, "error/rate")["p_value"] == 1.0
     spend = verdict["spend"]
     assert spend["calls"] == 12 * spend["repeats_per_case"] and spend["warmup_calls"] == 2
