@@ -1,12 +1,17 @@
-"""Shared helpers: write a gate project into a temp folder and run `gate` on it as a subprocess."""
+"""Shared helpers: write a gate project into a temp folder and run `gate` on it as a separate process."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import locale
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -85,10 +90,18 @@ class Project:
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         return path
 
-    def gate(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> GateResult:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
+    def gate(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, fresh: bool = False
+    ) -> GateResult:
+        """``python -m gate ARGS`` in this folder, as a process of its own: forked from the preloaded interpreter
+        (tests/gate_zygote.py), or a fresh interpreter if ``fresh``, if ``env`` sets the interpreter's own start-up
+        (``PYTHON*``, e.g. PYTHONPROFILEIMPORTTIME), or if ``GATE_TESTS_FRESH=1``."""
+        full_env = _clean_env()
         full_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{self.path / 'store' / 'mlflow.db'}"
         full_env.update(env or {})
+        fresh = fresh or any(k.startswith("PYTHON") for k in env or {}) or os.environ.get("GATE_TESTS_FRESH") == "1"
+        if not fresh:
+            return _zygote().run(list(args), self.path, full_env, timeout)
         proc = subprocess.run(
             [sys.executable, "-m", "gate", *args],
             cwd=self.path,
@@ -98,6 +111,72 @@ class Project:
             timeout=timeout,
         )
         return GateResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
+
+
+class _Zygote:
+    """The test process's end of tests/gate_zygote.py: one command at a time (a pytest worker runs one test)."""
+
+    def __init__(self) -> None:
+        requests_read, self.requests = os.pipe()
+        self.answers, answers_write = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "gate_zygote.py"), str(requests_read), str(answers_write)],
+            cwd=ROOT,
+            env=_clean_env(),
+            stdin=subprocess.DEVNULL,
+            pass_fds=(requests_read, answers_write),
+        )
+        os.close(requests_read)
+        os.close(answers_write)
+        self.pending = b""
+
+    def _answer(self, timeout: float | None) -> dict[str, Any] | None:
+        """The zygote's next answer line, or None if none came within ``timeout`` seconds."""
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.answers], [], [], timeout)
+            if not ready:
+                return None
+            chunk = os.read(self.answers, 65536)
+            if not chunk:
+                raise RuntimeError(f"tests/gate_zygote.py ended (exit {self.proc.wait()}); its stderr is above")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> GateResult:
+        with tempfile.TemporaryDirectory(prefix="gate-out-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            os.write(self.requests, json.dumps(request).encode() + b"\n")
+            started = self._answer(60)
+            if started is None:
+                raise RuntimeError("tests/gate_zygote.py did not fork within 60 s")
+            done = self._answer(timeout)
+            if done is None:
+                os.kill(started["pid"], signal.SIGKILL)
+                self._answer(None)
+                raise subprocess.TimeoutExpired([sys.executable, "-m", "gate", *argv], timeout)
+            encoding = locale.getpreferredencoding(False)
+            return GateResult(done["returncode"], out.read_text(encoding=encoding), err.read_text(encoding=encoding))
+
+    def close(self) -> None:
+        os.close(self.requests)
+        self.proc.wait(timeout=30)
+        os.close(self.answers)
+
+
+_ZYGOTES: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    if not _ZYGOTES:
+        _ZYGOTES.append(_Zygote())
+        atexit.register(_ZYGOTES[0].close)
+    return _ZYGOTES[0]
 
 
 def isolation_of(request: pytest.FixtureRequest) -> Isolation | None:
