@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/cli_power.py [--runs 30] [--scenarios 1,2,3] [--seed 0] [--base-ms 20] [--json PATH]
+    .venv/bin/python bench/cli_power.py [--runs 30] [--scenarios 1,2,3] [--seed 0] [--base-ms 20]
+        [--isolation inline|process] [--json PATH]
 
 bench/power.py and bench/per_case.py measure the decision code in-process on synthetic rows. This script measures
 the whole path instead (issue 17: "≥ 30 end-to-end CLI runs for the key rows"): every run writes a fresh project
@@ -13,6 +14,9 @@ decides on is the root span's duration. No LLM, no network: the app only sleeps.
 
 Project: 40 cases ``{id: cN, inputs: {q: N}}``; ``run: {repeats: 1, max_repeats: 10, concurrency: 8, isolation:
 inline, warmup: false, timeout_s: 30}``; one check per scenario (plus the gate's default ``error/rate`` guard).
+``--isolation process`` runs each version in a worker process of its own (the gate's default): the versions' sleeps
+then share no interpreter with each other or with the gate's own work; inline (this script's default, for the rows
+measured before it had the option) is faster per run.
 
 Noise model (the simulations' own, scaled to milliseconds so a run takes seconds): each gate run gets a seed in the
 environment and so a fresh dataset. Case level base_i = 20 ms (``--base-ms``) × exp(0.5 z_i), z_i standard normal,
@@ -76,46 +80,49 @@ SEED = int(os.environ["CLI_POWER_SEED"])
 BASE_MS = float(os.environ["CLI_POWER_BASE_MS"])
 FACTOR = float(os.environ["CLI_POWER_FACTOR"])
 CASE_FACTORS = {int(k): v for k, v in json.loads(os.environ["CLI_POWER_CASE_FACTORS"]).items()}
-_noise = random.Random(SEED)  # normalvariate keeps no state between calls: safe across the gate's threads
+# One noise stream per version: with worker processes each version imports this module in its own interpreter, and
+# one shared seed would give the k-th call of both versions the same draw (noise perfectly paired, as no real app's).
+# normalvariate keeps no state between calls: safe across the gate's threads.
+_noise = {"baseline": random.Random(2 * SEED), "candidate": random.Random(2 * SEED + 1)}
 
 
-def _sleep(q, factor):
+def _sleep(q, factor, version):
     level = BASE_MS * math.exp(0.5 * random.Random(SEED * 1000 + q).gauss(0, 1))  # the case's, fixed by the seed
-    time.sleep(level * factor * math.exp(0.3 * _noise.normalvariate(0, 1)) / 1000)
+    time.sleep(level * factor * math.exp(0.3 * _noise[version].normalvariate(0, 1)) / 1000)
     return f"answer to {q}"
 
 
 @mlflow.trace(span_type="AGENT")
 def baseline(q):
-    return _sleep(q, 1.0)
+    return _sleep(q, 1.0, "baseline")
 
 
 @mlflow.trace(span_type="AGENT")
 def candidate(q):
-    return _sleep(q, FACTOR * CASE_FACTORS.get(q, 1.0))
+    return _sleep(q, FACTOR * CASE_FACTORS.get(q, 1.0), "candidate")
 '''
 
 
-def write_project(folder: Path, check: dict[str, Any]) -> None:
+def write_project(folder: Path, check: dict[str, Any], isolation: str = "inline") -> None:
     config = {
         "version": 1,
         "experiment": "cli-power",
         "cases": [{"id": f"c{i}", "inputs": {"q": i}} for i in range(CASES)],
         "baseline": {"target": "power_app:baseline", "label": "baseline"},
         "candidate": {"target": "power_app:candidate", "label": "candidate"},
-        "run": RUN,
+        "run": {**RUN, "isolation": isolation},
         "checks": [check],
     }
     (folder / "thresholds.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     (folder / "power_app.py").write_text(APP, encoding="utf-8")
 
 
-def gate_run(number: int, seed: int, base_ms: float) -> dict[str, Any]:
+def gate_run(number: int, seed: int, base_ms: float, isolation: str = "inline") -> dict[str, Any]:
     """One ``gate run`` on a fresh project; what its verdict says about the scenario's check."""
     _, check, factor, case_factors, _, _ = SCENARIOS[number]
     with tempfile.TemporaryDirectory(prefix="cli-power-") as tmp:
         folder = Path(tmp)
-        write_project(folder, check)
+        write_project(folder, check, isolation)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
         env["CLI_POWER_SEED"] = str(seed)
@@ -215,6 +222,9 @@ def main() -> int:
     parser.add_argument("--scenarios", default="1,2,3", help="comma-separated scenario numbers (1-3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base-ms", type=float, default=20.0, help="median case latency (default 20 ms)")
+    parser.add_argument(
+        "--isolation", choices=("inline", "process"), default="inline", help="run.isolation of every gate run"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows and every run here")
     args = parser.parse_args()
     numbers = [int(s) for s in args.scenarios.split(",")]
@@ -222,7 +232,7 @@ def main() -> int:
     for number in numbers:
         runs = []
         for i in range(args.runs):
-            record = gate_run(number, args.seed * 100_000 + number * 1_000 + i, args.base_ms)
+            record = gate_run(number, args.seed * 100_000 + number * 1_000 + i, args.base_ms, args.isolation)
             runs.append(record)
             print(
                 f"scenario {number} run {i + 1}/{args.runs}: exit {record['exit_code']}, check {record['check']}, "
@@ -240,7 +250,7 @@ def main() -> int:
             "runs": args.runs,
             "seed": args.seed,
             "base_ms": args.base_ms,
-            "run": RUN,
+            "run": {**RUN, "isolation": args.isolation},
             "rows": rows,
             "records": records,
         }
