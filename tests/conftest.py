@@ -101,7 +101,7 @@ class Project:
         full_env.update(env or {})
         fresh = fresh or any(k.startswith("PYTHON") for k in env or {}) or os.environ.get("GATE_TESTS_FRESH") == "1"
         if not fresh:
-            return _zygote().run(list(args), self.path, full_env, timeout)
+            return zygote().run(list(args), self.path, full_env, timeout)
         proc = subprocess.run(
             [sys.executable, "-m", "gate", *args],
             cwd=self.path,
@@ -133,6 +133,7 @@ class _Zygote:
         os.close(requests_read)
         os.close(answers_write)
         self.pending = b""
+        self.last_pid: int | None = None  # the last command's process (tests/test_zygote.py checks it is gone)
 
     def _answer(self, timeout: float | None) -> dict[str, Any] | None:
         """The zygote's next answer line, or None if none came within ``timeout`` seconds."""
@@ -155,6 +156,7 @@ class _Zygote:
             started = self._answer(60)
             if started is None:
                 raise RuntimeError("tests/gate_zygote.py did not fork within 60 s")
+            self.last_pid = started["pid"]
             done = self._answer(timeout)
             if done is None:
                 os.kill(started["pid"], signal.SIGKILL)
@@ -172,7 +174,7 @@ class _Zygote:
 _ZYGOTES: list[_Zygote] = []
 
 
-def _zygote() -> _Zygote:
+def zygote() -> _Zygote:
     if not _ZYGOTES:
         _ZYGOTES.append(_Zygote())
         atexit.register(_ZYGOTES[0].close)
