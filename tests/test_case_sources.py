@@ -20,6 +20,10 @@ from gate._errors import ConfigError
 from gate._run.prepare import gather_cases
 from gate.simulator import SimulatorSettings, running_simulator
 
+# Where the cases come from is decided in the gate's process before any call: the versions run inline (two worker
+# processes a run spared; tests/test_workers.py covers them).
+pytestmark = pytest.mark.run_isolation("inline")
+
 QUESTIONS_V1 = [
     "How can I track my package?",
     "What's your return policy?",
