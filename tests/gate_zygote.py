@@ -4,10 +4,12 @@ Every ``gate run`` of the suite used to start a fresh Python that spent ~4 s of 
 gate before doing about a second of work; on two cores that import time was most of the suite. This process imports
 them once and then forks: each child is a separate process, as ``python -m gate`` would be (its own pid, working
 directory, environment, file descriptors, exit code, worker processes), that starts with the modules already
-imported. What differs from a fresh interpreter is only what the import did with the environment at import time;
-the gate reads its environment when it runs (``prepare_environment`` is called again in the child), and tests about
-start-up itself (what an import pulls in, signals, a fresh interpreter's behaviour) keep a real subprocess
-(``Project.gate(..., fresh=True)``).
+imported and with the test's environment exactly. What differs from a fresh interpreter is only what an import read
+from the environment at import time: MLflow's settings are read where they are used (the getters of
+``mlflow.environment_variables``), and the gate sets its own (``prepare_environment``) when it runs, as in a fresh
+process. Tests about start-up itself (what an import pulls in, ``PYTHON*`` settings, signals) keep a real
+subprocess (``Project.gate(..., fresh=True)``); tests/test_zygote.py checks that a child prints, exits and times
+out as a fresh interpreter does.
 
 Protocol, one JSON line each way per command, on two pipes whose file descriptors the test process passes as the two
 arguments (requests in, answers out): ``{"argv", "cwd", "env", "stdout", "stderr"}`` → ``{"pid"}`` when forked,
@@ -52,9 +54,6 @@ def child(request: dict[str, object]) -> None:
     os.close(null)
     sys.path[0] = os.getcwd()  # `python -m` puts the working directory first (the app sits next to the config)
     sys.argv = ["gate", *request["argv"]]  # type: ignore[misc]
-    from gate._store.store import prepare_environment
-
-    prepare_environment()
     runpy.run_module("gate", run_name="__main__", alter_sys=True)
     raise SystemExit(0)
 
