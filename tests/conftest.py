@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import locale
 import os
@@ -159,7 +160,7 @@ class _Zygote:
             self.last_pid = started["pid"]
             done = self._answer(timeout)
             if done is None:
-                os.kill(started["pid"], signal.SIGKILL)
+                os.kill(self.last_pid, signal.SIGKILL)
                 self._answer(None)
                 raise subprocess.TimeoutExpired([sys.executable, "-m", "gate", *argv], timeout)
             encoding = locale.getpreferredencoding(False)
@@ -171,14 +172,12 @@ class _Zygote:
         os.close(self.answers)
 
 
-_ZYGOTES: list[_Zygote] = []
-
-
+@functools.cache
 def zygote() -> _Zygote:
-    if not _ZYGOTES:
-        _ZYGOTES.append(_Zygote())
-        atexit.register(_ZYGOTES[0].close)
-    return _ZYGOTES[0]
+    """This test process's preloaded interpreter, started on first use and stopped at exit."""
+    started = _Zygote()
+    atexit.register(started.close)
+    return started
 
 
 def isolation_of(request: pytest.FixtureRequest) -> Isolation | None:
