@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/populations.py [--runs 1000] [--seed 0] [--rows percentiles,changes]
+    .venv/bin/python bench/populations.py [--runs 1000] [--seed 0] [--rows percentiles,changes,detection]
 
 It prints Markdown tables on stdout and progress on stderr. It is a benchmark, not a test: nothing is asserted.
 
@@ -14,15 +14,18 @@ Each simulated dataset draws its cases afresh from the app's inputs: case latenc
 * Percentiles (``latency_ms/p95`` against ``at_most`` / ``at_least``): the one-sided 95% bounds the gate uses,
   measured against two truths. The **app's** p95 (the population of inputs; log-levels plus log-noise are one
   normal, so it is exact) for the bounds about the app (``gate._decide.stats.clustered_quantile_bounds``: Woodruff's
-  interval at the case-clustered effective sample) and for the calls-level bounds the gate used before
-  (``quantile_bounds``, every call an independent draw). The **dataset's** p95 (the mixture of these cases' call
-  distributions, found by bisection) for the calls-level bounds, which ``about: dataset`` uses. A miss is an upper
+  interval at the case-clustered effective sample, each end widened to a beta-binomial count's) and for the
+  calls-level bounds the gate used before (``quantile_bounds``, every call an independent draw). The **dataset's**
+  p95 (the mixture of these cases' call distributions, found by bisection) for the calls-level bounds, which
+  ``about: dataset`` uses. A miss is an upper
   bound below the truth (an ``at_most`` limit there would pass while the true p95 is above it) or a lower bound
   above it (an ``at_most`` limit there would fail while the true p95 is within it); each is allowed 5%.
 * Changes (``latency_ms/p95 max_increase_pct 10``, the candidate ×1.1 = exactly at the bound, or ×1.3): the
   paired bootstrap's one-sided 95% lower bound of the % change, resampling cases (about the app) or runs within
   each case (``about: dataset``). At the bound a lower end above +10% is a false fail (≤ 5%); at +30% it is a
   detection. One decision at ``runs`` runs a case (no looks).
+* Detection (``latency_ms/p95 at_most``, the app's p95 20% or 50% over the limit): how often the lower bound about
+  the app is above the limit (the check fails), for the rule now and for Woodruff's interval alone, which it widens.
 
 Columns: the share of datasets missing each way, with a 95% Wilson interval; ``inf`` the share whose upper bound is
 infinite (the effective sample cannot bound the p95: an ``at_most`` check is then inconclusive); ``deff`` the median
@@ -43,7 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # import the wo
 
 from _common import wilson
 
-from gate._decide.stats import PairedSample, bootstrap, clustered_quantile_bounds, quantile_bounds
+from gate._decide.stats import (
+    PairedSample,
+    bootstrap,
+    clustered_quantile_bounds,
+    order_statistic_bounds,
+    quantile_bounds,
+)
 
 MEDIAN_MS = 800.0
 CALL_SIGMA = 0.29
@@ -142,11 +151,31 @@ def changes(runs: int, seed: int) -> None:
             )
 
 
+def detection(runs: int, seed: int) -> None:
+    print("| cases × runs | app's p95 over the limit | fails: the rule now | fails: Woodruff alone |")
+    print("|---|---|---|---|")
+    for cases, per_case, over in [(40, 10, 1.2), (40, 10, 1.5), (100, 10, 1.2), (40, 3, 1.5)]:
+        rng = np.random.default_rng([seed, cases, per_case, int(over * 10)])
+        limit = MEDIAN_MS * math.exp(Z95 * math.sqrt(0.5**2 + CALL_SIGMA**2)) / over
+        now = alone = 0
+        for _ in range(runs):
+            _, calls = draw(rng, cases, per_case, 0.5)
+            got = clustered_quantile_bounds(calls.tolist(), 0.95, 0.95)
+            woodruff_low = (
+                order_statistic_bounds(np.sort(calls.ravel()), 0.95, 0.95, got.effective_calls)[0]
+                if got.design_effect > 1
+                else got.low
+            )
+            now += got.low > limit
+            alone += woodruff_low > limit
+        print(f"| {cases} × {per_case} | {over - 1:.0%} | {share(now, runs)} | {share(alone, runs)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000, help="simulated datasets per row (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rows", default="percentiles,changes", help="percentiles and/or changes")
+    parser.add_argument("--rows", default="percentiles,changes", help="percentiles, changes and/or detection")
     args = parser.parse_args()
     rows = args.rows.split(",")
     print(f"`bench/populations.py --runs {args.runs} --seed {args.seed} --rows {args.rows}`\n")
@@ -155,6 +184,9 @@ def main() -> None:
         print()
     if "changes" in rows:
         changes(args.runs, args.seed)
+        print()
+    if "detection" in rows:
+        detection(args.runs, args.seed)
 
 
 if __name__ == "__main__":

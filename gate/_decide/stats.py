@@ -28,6 +28,8 @@ __all__ = [
     "ClusteredRate",
     "Estimate",
     "PairedSample",
+    "beta_binomial_count",
+    "beta_binomial_order_bounds",
     "betainc",
     "bootstrap",
     "clopper_pearson",
@@ -412,11 +414,21 @@ def quantile_bounds(values: Sequence[float], q: float, confidence: float) -> tup
             for i in range(n + 1)
         ]
     )
-    cdf = np.cumsum(pmf)  # cdf[j] = P(X <= j), X ~ Binomial(n, q) counts values below the quantile
-    # Upper: the smallest order statistic x_(k) (1-based) with P(X <= k-1) >= confidence.
+    return _order_statistics_at(ordered, np.cumsum(pmf), confidence)  # X ~ Binomial(n, q)
+
+
+def _order_statistics_at(ordered: Floats, cdf: Floats, confidence: float) -> tuple[float, float]:
+    """The bounds of a quantile among sorted values, from the distribution of X, the count of them at or below it.
+
+    ``cdf[j]`` = P(X <= j). Upper: the smallest order statistic x_(k) (1-based) with P(X <= k-1) >= confidence;
+    lower: the largest x_(k) with P(X >= k) >= confidence, i.e. P(X <= k-1) <= 1 - confidence. Infinite where no
+    order statistic will do.
+    """
+    import numpy as np
+
+    n = len(ordered)
     k_high = int(np.searchsorted(cdf, confidence)) + 1
     high = float(ordered[k_high - 1]) if k_high <= n else math.inf
-    # Lower: the largest x_(k) with P(X >= k) >= confidence, i.e. P(X <= k-1) <= 1 - confidence.
     k_low = int(np.searchsorted(cdf, 1 - confidence, side="right"))
     low = float(ordered[k_low - 1]) if k_low >= 1 else -math.inf
     return low, high
@@ -443,9 +455,11 @@ def clustered_quantile_bounds(groups: Sequence[Sequence[float]], q: float, confi
     indicator "at or below the sample quantile" by case measures how much the cases, not the calls, decide which
     values lie in the tail, and the distribution-free order-statistic rule of ``quantile_bounds`` is applied at the
     effective sample size n* = n / deff (the binomial tails written as incomplete beta functions, which take a
-    non-integer n*), its order statistic then scaled from n* to the n calls. Without clustering (design effect 1)
-    the bounds are exactly ``quantile_bounds``'s. An effective sample too small to bound the quantile at all
-    (q^n* > 1 - confidence for the upper end) gives an infinite end.
+    non-integer n*), its order statistic then scaled from n* to the n calls. Each end is then widened to
+    ``beta_binomial_order_bounds``'s where that reaches further (in practice the lower end): the binomial at n*
+    matches the count's variance but not its skew. Without clustering (design effect 1) the bounds are exactly
+    ``quantile_bounds``'s. An effective sample too small to bound the quantile at all (q^n* > 1 - confidence for
+    the upper end) gives an infinite end.
     """
     import numpy as np
 
@@ -463,8 +477,39 @@ def clustered_quantile_bounds(groups: Sequence[Sequence[float]], q: float, confi
     if below is None or below.design_effect <= 1.0:
         low, high = quantile_bounds(values.tolist(), q, confidence)
         return ClusteredQuantile(low, high, n, len(groups), 1.0, float(n))
-    low, high = order_statistic_bounds(np.sort(values), q, confidence, below.effective_calls)
-    return ClusteredQuantile(low, high, n, len(groups), below.design_effect, below.effective_calls)
+    ordered = np.sort(values)
+    low, high = order_statistic_bounds(ordered, q, confidence, below.effective_calls)
+    # The count of calls on one side of the quantile is skewed when a few cases hold the tail, which a binomial at
+    # n* (matched in variance only) misses on the lower side; the beta-binomial count carries that skew but, with
+    # its spread read off a sample that may lack the slowest inputs, misses on the upper side. Each end is the
+    # more cautious of the two (docs/design/statistics.md, "Why the lower side misses").
+    skewed_low, skewed_high = beta_binomial_order_bounds(
+        ordered, [len(g) for g in groups], q, confidence, below.design_effect
+    )
+    return ClusteredQuantile(
+        min(low, skewed_low), max(high, skewed_high), n, len(groups), below.design_effect, below.effective_calls
+    )
+
+
+def beta_binomial_order_bounds(
+    ordered: Floats, sizes: Sequence[int], q: float, confidence: float, design_effect: float
+) -> tuple[float, float]:
+    """``quantile_bounds``'s rule with the count of calls at or below the ``q`` quantile beta-binomial by case.
+
+    Case i's share of calls at or below the quantile varies between cases (Williams 1975): its count of m_i calls
+    is beta-binomial with mean q and intra-case correlation ρ, taken from the design effect as for equal sizes,
+    deff = 1 + (m̄ − 1)ρ with m̄ = Σ m_i² / n. The count over all cases is the convolution of those, and the bounds
+    are the order statistics of the n calls at its tails: upper, the smallest k with P(X ≤ k − 1) ≥ confidence;
+    lower, the largest k with P(X ≥ k) ≥ confidence.
+    """
+    import numpy as np
+
+    n = len(ordered)
+    mean_size = sum(m * m for m in sizes) / n
+    if mean_size <= 1:
+        return quantile_bounds(ordered.tolist(), q, confidence)
+    rho = min(max((design_effect - 1) / (mean_size - 1), 1e-9), 0.999)
+    return _order_statistics_at(ordered, np.cumsum(beta_binomial_count(sizes, q, rho)), confidence)
 
 
 def order_statistic_bounds(ordered: Floats, q: float, confidence: float, effective: float) -> tuple[float, float]:
@@ -491,3 +536,34 @@ def order_statistic_bounds(ordered: Floats, q: float, confidence: float, effecti
         k = _bisect(lambda k: confidence - at_least(k), effective)
         low = float(ordered[max(1, math.floor(k * n / effective)) - 1])
     return low, high
+
+
+def beta_binomial_count(sizes: Sequence[int], p: float, rho: float) -> Floats:
+    """The distribution of a sum of independent beta-binomial counts, one of ``m`` trials for each of ``sizes``.
+
+    Each has mean ``p`` per trial and intra-case correlation ``rho`` (0 < rho < 1): Beta(a, b) with
+    a = p(1 − ρ)/ρ, b = (1 − p)(1 − ρ)/ρ, so its variance is m p (1 − p) (1 + (m − 1)ρ). Returns P(X = j) for
+    j = 0 … Σ m.
+    """
+    import numpy as np
+
+    a, b = p * (1 - rho) / rho, (1 - p) * (1 - rho) / rho
+    log_beta_ab = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    by_size: dict[int, Floats] = {}
+    count: Floats = np.ones(1)
+    for m in sizes:
+        if m not in by_size:
+            log_pmf = [
+                math.lgamma(m + 1)
+                - math.lgamma(i + 1)
+                - math.lgamma(m - i + 1)
+                + math.lgamma(i + a)
+                + math.lgamma(m - i + b)
+                - math.lgamma(m + a + b)
+                - log_beta_ab
+                for i in range(m + 1)
+            ]
+            pmf = np.exp(np.array(log_pmf))
+            by_size[m] = pmf / pmf.sum()
+        count = np.convolve(count, by_size[m])
+    return count
