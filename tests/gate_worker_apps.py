@@ -6,8 +6,11 @@ Each test copies this file next to its config, as a user's app would sit next to
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
+import stat
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -99,3 +102,40 @@ def writes_to_fd_1(question: str) -> str:
     print("print() from the app")
     return agent(question)
 
+
+@mlflow.trace(span_type="AGENT")
+def reports_its_process(question: str) -> str:
+    """Answers with what a worker process looks like from inside: how it was started, where, with what."""
+    return json.dumps(
+        {
+            "cwd": os.getcwd(),
+            "path0": sys.path[0],
+            "argv": sys.argv,
+            "marker": os.environ.get("GATE_TEST_MARKER"),
+            "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+            "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+            "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+            "stdin_is_a_pipe": stat.S_ISFIFO(os.fstat(0).st_mode),
+            "fd_1_is_stderr": os.path.sameopenfile(1, 2),
+        },
+        sort_keys=True,
+    )
+
+
+@mlflow.trace(span_type="AGENT")
+def kills_its_fork_server(question: str) -> str:
+    """On the first 'refund' question, SIGKILLs the fork server it came from, then itself.
+
+    The fork server is a copy of the gate: its parent (the gate) has the same command line. A worker started as a
+    fresh interpreter has the gate as its parent, which is left alone.
+    """
+    marker = Path(os.environ.get("GATE_TEST_MARKER", "killed.marker"))
+    if "refund" in question and not marker.exists():
+        parent = os.getppid()
+        grandparent = int(Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        forked = Path(f"/proc/{parent}/cmdline").read_bytes() == Path(f"/proc/{grandparent}/cmdline").read_bytes()
+        marker.write_text("server killed" if forked else "not forked", encoding="utf-8")
+        if forked:
+            os.kill(parent, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return agent(question)

@@ -6,6 +6,7 @@ the workers are real processes.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,78 @@ def test_an_app_that_points_mlflow_elsewhere_at_import_still_records_into_the_ga
     assert _variant(result.verdict, "candidate")["traces"] == 4
     assert f"gate: the app sets MLflow's tracking URI to sqlite:///{elsewhere} when imported" in result.stderr
     assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_a_forked_worker_looks_from_inside_as_a_fresh_interpreter_does(apps: Project, start: str) -> None:
+    # By default a worker is forked from a copy of the gate made with MLflow imported (gate/_run/forkserver.py);
+    # GATE_WORKER_START=exec starts each as `python -c`. The app must not be able to tell them apart.
+    _config(apps, "reports_its_process", baseline="reports_its_process")
+    env = {"GATE_TEST_MARKER": "seen by the app", **({"GATE_WORKER_START": "exec"} if start == "exec" else {})}
+    result = apps.gate("run", "--simulate", env=env)
+    assert result.code == 0, result.stderr
+    forked = "each version runs in a worker process of its own, forked with MLflow already imported"
+    assert (forked in result.stderr) == (start == "fork"), result.stderr
+    answers = {json.dumps(c[v]["output"]) for c in result.verdict["cases"] for v in ("baseline", "candidate")}
+    assert len(answers) == 1, answers
+    assert json.loads(json.loads(answers.pop())) == {
+        "argv": ["-c"],
+        "cwd": str(apps.path),
+        "fd_1_is_stderr": True,
+        "marker": "seen by the app",
+        "path0": str(apps.path),  # the search path the gate gives the target, first
+        "sigint_ignored": True,
+        "sigterm_default": True,
+        "stdin_is_a_pipe": True,
+        "unbuffered": "1",
+    }
+
+
+def test_a_fork_server_that_dies_leaves_the_next_workers_to_fresh_interpreters(apps: Project) -> None:
+    _config(apps, "kills_its_fork_server")
+    result = apps.gate("run", "--simulate", env={"GATE_TEST_MARKER": str(apps.path / "killed.marker")})
+    assert (apps.path / "killed.marker").read_text(encoding="utf-8") == "server killed"
+    assert result.code in (0, 1), result.stderr  # decided: not a run error
+    assert "gate: cannot fork a worker (" in result.stderr
+    assert "starting a fresh interpreter instead" in result.stderr
+    candidate = _variant(result.verdict, "candidate")
+    assert candidate["calls"] == 4
+    assert any("WorkerDied: the candidate worker exited (exit code -9)" in e for e in candidate["first_errors"])
+    assert candidate["traces"] + candidate["errors"] >= 4
+
+
+FORK_PROBE = """
+import threading, sys
+from gate._run.forkserver import ForkServer
+if sys.argv[1] == "thread":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+server = ForkServer.start(("json",))
+print("forks" if server is not None else "no fork server")
+if server is not None:
+    server.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "env", "expected"),
+    [
+        ("none", {}, "forks"),
+        ("thread", {}, "no fork server"),  # a copy of a process with threads would hold locks nobody releases
+        ("none", {"GATE_WORKER_START": "exec"}, "no fork server"),
+    ],
+)
+def test_the_fork_server_is_made_only_from_a_process_without_threads(
+    setting: str, env: dict[str, str], expected: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_PROBE, setting],
+        env={**{k: v for k, v in os.environ.items() if k != "GATE_WORKER_START"}, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, expected, "")

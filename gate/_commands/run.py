@@ -22,13 +22,14 @@ from gate._decide.evaluate import Evaluation, evaluate
 from gate._errors import ConfigError, Interrupted, RunError, Terminated
 from gate._run.callers import Caller, InlineCaller
 from gate._run.endpoint import model_endpoint
+from gate._run.forkserver import ForkServer
 from gate._run.git import Source, checked_out, repo_root, working_tree_source
 from gate._run.prepare import check_versions, gather_cases, prepare, search_path
 from gate._run.progress import Progress
 from gate._run.runner import RetryPolicy
 from gate._run.session import Session
 from gate._run.versions import build_version
-from gate._run.workers import STOP_TIMEOUT_S, VersionSpec, WorkerPool, WorkerSettings
+from gate._run.workers import STOP_TIMEOUT_S, VersionSpec, WorkerPool, WorkerSettings, worker_preload
 from gate._store.recording import flush_traces, hold_writes
 from gate._store.redaction import install_span_redaction
 from gate._store.store import (
@@ -94,9 +95,17 @@ def run_gate(
     if options.simulate:
         config = _simulated(config)
     prepare_environment()
+    tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
     with ExitStack() as stack:
+        # Before any thread starts (the simulator's server is one): workers are forked from a copy made now.
+        forks = (
+            ForkServer.start(worker_preload(tracking_uri, config.run.autolog))
+            if config.run.isolation == "process"
+            else None
+        )
+        if forks is not None:
+            stack.callback(forks.close)
         endpoint = stack.enter_context(model_endpoint(config, options.simulate))
-        tracking_uri = resolve_tracking_uri(options.tracking_uri, config.tracking_uri, DEFAULT_TRACKING_URI)
         cases, source = gather_cases(config, options.config_path, tracking_uri)
         check_versions(config, cases, options.config_path)
         prints = fingerprint(config, cases)  # of the whole dataset: shards of one session must agree
@@ -112,6 +121,7 @@ def run_gate(
                     _retry(config),
                     config.run.timeout_s,
                 ),
+                forks,
             )
             stack.push(_closing(pool))  # stop the workers on the way out; quickly when interrupted or failed
             pool.spawn()  # both versions import at once, each in its own process (docs/design/workers.md) ...

@@ -35,11 +35,12 @@ from typing import Any
 
 from gate._config.schema import Variant
 from gate._errors import ConfigError, RunError
+from gate._run.forkserver import ForkedProcess, ForkServer
 from gate._run.runner import RetryPolicy
 from gate._store.recording import WriterChoice, environment_for_child
 from gate._traces.rows import Call, CallResult
 
-__all__ = ["MAX_RESTARTS", "STOP_TIMEOUT_S", "VersionSpec", "WorkerPool", "WorkerSettings"]
+__all__ = ["MAX_RESTARTS", "STOP_TIMEOUT_S", "VersionSpec", "WorkerPool", "WorkerSettings", "worker_preload"]
 
 MAX_RESTARTS = 3  # deaths of one version's worker tolerated in one run; the next ends the run
 START_TIMEOUT_S = 300.0  # importing MLflow and a big app on a busy CI runner
@@ -55,6 +56,28 @@ _BOOT = (
     f"import sys; sys.path.insert(0, {_GATE_PARENT!r}); import gate._run.worker as w; "
     f"sys.path.remove({_GATE_PARENT!r}); w.main()"
 )
+
+
+def worker_preload(tracking_uri: str, autolog: bool) -> tuple[str, ...]:
+    """What a worker imports before the app whatever the app is: MLflow, the store's module, the gate's worker side.
+
+    Imported once in the gate before its fork server is made (gate/_run/forkserver.py), not in every worker.
+    """
+    modules = [
+        "mlflow",
+        "gate._config.fingerprint",
+        "gate._run.worker",
+        "gate._secrets",
+        "gate._store.recording",
+        "gate._store.redaction",
+        "gate._store.store",
+        "gate._targets",
+    ]
+    if tracking_uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        modules.append("mlflow.store.tracking.sqlalchemy_store")
+    if autolog:
+        modules.append("mlflow.openai")
+    return tuple(modules)
 
 
 @dataclass(frozen=True)
@@ -88,7 +111,7 @@ class _Proc:
     """One live worker process and what it owes the gate."""
 
     variant: Variant
-    popen: subprocess.Popen[str]
+    popen: subprocess.Popen[str] | ForkedProcess
     generation: int
     in_flight: set[int] = field(default_factory=set)  # request ids sent, not answered
     unflushed: set[int] = field(default_factory=set)  # request ids answered since its last flush
@@ -104,9 +127,12 @@ class _Proc:
 class WorkerPool:
     """One worker process per version, started, fed, replaced and stopped by the gate process."""
 
-    def __init__(self, specs: Mapping[Variant, VersionSpec], settings: WorkerSettings) -> None:
+    def __init__(
+        self, specs: Mapping[Variant, VersionSpec], settings: WorkerSettings, forks: ForkServer | None = None
+    ) -> None:
         self.specs = dict(specs)
         self.settings = settings
+        self.forks = forks  # forks the workers that run on the gate's own interpreter (gate/_run/forkserver.py)
         self.procs: dict[Variant, _Proc] = {}
         self.deaths: dict[Variant, int] = dict.fromkeys(specs, 0)
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
@@ -130,8 +156,15 @@ class WorkerPool:
     def _spawn(self, variant: Variant) -> _Proc:
         spec = self.specs[variant]
         env = {**environment_for_child(), "PYTHONUNBUFFERED": "1"}
+        popen: subprocess.Popen[str] | ForkedProcess | None = None
+        if self.forks is not None and spec.python == sys.executable:
+            try:
+                popen = self.forks.spawn(str(spec.cwd), env)
+            except OSError as exc:  # the server is gone: this and later workers start as fresh interpreters
+                print(f"gate: cannot fork a worker ({exc}); starting a fresh interpreter instead", file=sys.stderr)
+                self.forks = None
         try:
-            popen = subprocess.Popen(
+            popen = popen or subprocess.Popen(
                 [spec.python, "-c", _BOOT],
                 cwd=spec.cwd,
                 env=env,
@@ -266,7 +299,9 @@ class WorkerPool:
         choices = {(p.writer, p.writer_reason) for p in self.procs.values()}
         writer, reason = sorted(choices)[0]
         choice = WriterChoice("buffered" if writer == "buffered" else "mlflow", reason)
-        print("gate: each version runs in a worker process of its own (docs/design/workers.md)", file=sys.stderr)
+        forked = all(isinstance(p.popen, ForkedProcess) for p in self.procs.values())
+        how = ", forked with MLflow already imported" if forked else ""
+        print(f"gate: each version runs in a worker process of its own{how} (docs/design/workers.md)", file=sys.stderr)
         print(f"gate: {choice.describe()}", file=sys.stderr)
         return choice
 
