@@ -12,9 +12,10 @@ Run from the repository root::
   the largest single process. With one case the run is almost all fixed cost: importing MLflow and the app, opening
   the store, the writer's self-test, starting (and stopping) the workers.
 - **Memory**: ``gate run`` on N cases (``--memory-cases``) against an external simulator (0 ms, deterministic),
-  8 in flight, one round; while it runs, ``/proc/<pid>/status`` of the gate and of each child is read every 50 ms:
-  the table gives the gate's and each worker's peak RSS (``VmHWM``, the last value read before it exited) and the
-  peak of the sum of their current RSS (``VmRSS``) over the samples, i.e. what the run occupies at once. Workers hold
+  8 in flight, one round; while it runs, ``/proc/<pid>/status`` of the gate and of each descendant is read every
+  50 ms (forked workers are children of the gate's fork server): the table gives the gate's and each worker's peak
+  RSS (``VmHWM``, the last value read before it exited) and the peak of the sum of their proportional set sizes
+  (``Pss``: pages a fork shares counted once) over the samples, i.e. what the run occupies at once. Workers hold
   a round's traces in memory until the gate flushes them at the end of the round, so with one round their peak grows
   with N.
 
@@ -37,7 +38,13 @@ from pathlib import Path
 import yaml
 from _common import TOOLS, child_env, external_simulator, machine, median, write_json
 
-ISOLATIONS = ("process", "inline")
+# "process": the gate's default, workers forked from its fork server (gate/_run/forkserver.py); "process-exec": each
+# worker a fresh interpreter (GATE_WORKER_START=exec, the way before stop 26); "inline": no workers.
+ISOLATIONS = ("process", "process-exec", "inline")
+
+
+def mode_env(iso: str) -> dict[str, str]:
+    return {"GATE_WORKER_START": "exec"} if iso.endswith("-exec") else {}
 
 
 def write_config(folder: Path, cases: int, isolation: str, concurrency: int = 8) -> Path:
@@ -55,7 +62,7 @@ def write_config(folder: Path, cases: int, isolation: str, concurrency: int = 8)
             "max_repeats": 1,
             "concurrency": concurrency,
             "warmup": False,
-            "isolation": isolation,
+            "isolation": isolation.removesuffix("-exec"),
         },
         "checks": [{"metric": "latency_ms/p95", "max_increase_pct": 1000}],
     }
@@ -94,6 +101,26 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children, and theirs: forked workers are children of the gate's fork server."""
+    out: list[int] = []
+    for child in _children(pid):
+        out += [child, *_descendants(child)]
+    return out
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: pages shared after a fork counted once over all the processes that share them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -103,7 +130,7 @@ def _cmdline(pid: int) -> str:
 
 
 class Sampler(threading.Thread):
-    """Every 50 ms: VmRSS/VmHWM of the root process and of each of its children (the workers)."""
+    """Every 50 ms: VmHWM and Pss of the root process and of each of its descendants (the workers)."""
 
     def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
@@ -117,17 +144,39 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             total = 0
-            for pid in [self.root, *_children(self.root)]:
+            root_cmd = _cmdline(self.root)
+            for pid in [self.root, *_descendants(self.root)]:
                 if self.role.get(pid) in (None, "other"):  # re-read: just after fork it still has our cmdline
-                    cmd = _cmdline(pid)
-                    self.role[pid] = "gate" if pid == self.root else ("worker" if "_run.worker" in cmd else "other")
+                    self.role[pid] = self._role(pid, root_cmd)
                 st = _status(pid)
                 if "VmHWM" in st:
                     self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), st["VmHWM"])
-                total += st.get("VmRSS", 0)
+                total += _pss_kb(pid)
             self.peak_sum_kb = max(self.peak_sum_kb, total)
             self.samples += 1
             self.stop.wait(0.05)
+
+    def _role(self, pid: int, root_cmd: str) -> str:
+        if pid == self.root:
+            return "gate"
+        cmd = _cmdline(pid)
+        if "_run.worker" in cmd:
+            return "worker"  # a fresh interpreter: python -c "...gate._run.worker..."
+        parent = _status_ppid(pid)
+        if cmd == root_cmd:  # a fork of the gate: its fork server (child of the gate) or a worker (child of that)
+            return "server" if parent == self.root else "worker"
+        return "other"
+
+
+def _status_ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def run_gate(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, sample: bool) -> dict:
@@ -154,7 +203,7 @@ def run_gate(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, sample: 
         out.update(
             gate_hwm_mb=round(sampler.hwm_kb.get(proc.pid, 0) / 1024, 1),
             worker_hwm_mb=[round(kb / 1024, 1) for kb in workers],
-            peak_sum_rss_mb=round(sampler.peak_sum_kb / 1024, 1),
+            peak_sum_pss_mb=round(sampler.peak_sum_kb / 1024, 1),
             samples=sampler.samples,
         )
     return out
@@ -179,12 +228,14 @@ def startup(work: Path, runs: int) -> list[dict]:
             cmd = [sys.executable, "-m", "gate", "run", "--simulate", "-c", str(configs[iso])]
             cmd += ["--tracking-uri", f"sqlite:///{run_dir / 'mlflow.db'}", "--no-progress"]
             cmd += ["--output", str(run_dir / "verdict.json")]
-            rec = {"isolation": iso, "run": i, **run_gate(cmd, run_dir, child_env(None), run_dir / "log.err", True)}
+            env = child_env(None, mode_env(iso))
+            rec = {"isolation": iso, "run": i, **run_gate(cmd, run_dir, env, run_dir / "log.err", True)}
             rec["traces"] = verdict_traces(run_dir / "verdict.json")
             records.append(rec)
             print(
-                f"  startup {iso:7} run {i}: {rec['wall_s']:.2f} s, {rec['cpu_s']:.1f} s CPU, exit {rec['exit_code']}, "
-                f"gate {rec['gate_hwm_mb']} MB, workers {rec['worker_hwm_mb']} MB, sum {rec['peak_sum_rss_mb']} MB",
+                f"  startup {iso:12} run {i}: {rec['wall_s']:.2f} s, {rec['cpu_s']:.1f} s CPU, "
+                f"exit {rec['exit_code']}, gate {rec['gate_hwm_mb']} MB, workers {rec['worker_hwm_mb']} MB, "
+                f"sum {rec['peak_sum_pss_mb']} MB",
                 file=sys.stderr,
                 flush=True,
             )
@@ -205,14 +256,14 @@ def memory(work: Path, cases_list: list[int]) -> list[dict]:
                 rec = {
                     "isolation": iso,
                     "cases": n,
-                    **run_gate(cmd, run_dir, child_env(url), run_dir / "log.err", True),
+                    **run_gate(cmd, run_dir, child_env(url, mode_env(iso)), run_dir / "log.err", True),
                 }
                 rec["traces"] = verdict_traces(run_dir / "verdict.json")
                 records.append(rec)
                 print(
-                    f"  memory {n} cases {iso:7}: {rec['wall_s']:.1f} s, {rec['cpu_s']:.1f} s CPU, exit "
+                    f"  memory {n} cases {iso:12}: {rec['wall_s']:.1f} s, {rec['cpu_s']:.1f} s CPU, exit "
                     f"{rec['exit_code']}, gate {rec['gate_hwm_mb']} MB, workers {rec['worker_hwm_mb']} MB, "
-                    f"sum {rec['peak_sum_rss_mb']} MB, traces {rec['traces']}",
+                    f"sum {rec['peak_sum_pss_mb']} MB, traces {rec['traces']}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -222,7 +273,7 @@ def memory(work: Path, cases_list: list[int]) -> list[dict]:
 def startup_table(records: list[dict]) -> str:
     lines = [
         "| isolation | median wall s (runs) | median CPU s (gate + workers) | gate peak RSS MB | worker peak RSS MB "
-        "| peak RSS of all at once MB | exits |",
+        "| peak PSS of all at once MB | exits |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for iso in ISOLATIONS:
@@ -235,7 +286,7 @@ def startup_table(records: list[dict]) -> str:
             f"{median([r['cpu_s'] for r in mine]):.1f}",
             f"{median([r['gate_hwm_mb'] for r in mine]):.0f}",
             f"{median(workers):.0f}" if workers else "–",
-            f"{median([r['peak_sum_rss_mb'] for r in mine]):.0f}",
+            f"{median([r['peak_sum_pss_mb'] for r in mine]):.0f}",
             ", ".join(str(r["exit_code"]) for r in mine),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -245,14 +296,14 @@ def startup_table(records: list[dict]) -> str:
 def memory_table(records: list[dict]) -> str:
     lines = [
         "| cases × 2 versions | isolation | wall s | CPU s (gate + workers) | gate peak RSS MB | worker peak RSS MB "
-        "| peak RSS of all at once MB | traces (verdict) | exit |",
+        "| peak PSS of all at once MB | traces (verdict) | exit |",
         "|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in records:
         workers = ", ".join(f"{mb:.0f}" for mb in r["worker_hwm_mb"]) or "–"
         lines.append(
             f"| {r['cases']} × 2 | {r['isolation']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['gate_hwm_mb']:.0f} "
-            f"| {workers} | {r['peak_sum_rss_mb']:.0f} | {r['traces']} | {r['exit_code']} |"
+            f"| {workers} | {r['peak_sum_pss_mb']:.0f} | {r['traces']} | {r['exit_code']} |"
         )
     return "\n".join(lines)
 
