@@ -117,6 +117,12 @@ def reports_its_process(question: str) -> str:
             "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
             "stdin_is_a_pipe": stat.S_ISFIFO(os.fstat(0).st_mode),
             "fd_1_is_stderr": os.path.sameopenfile(1, 2),
+            # beyond 0-2, the one pipe is the worker's duplicate of its original stdout (the protocol's answers)
+            "pipes_beyond_stdio": sum(
+                os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+                for fd in os.listdir("/proc/self/fd")
+                if int(fd) > 2 and os.path.exists(f"/proc/self/fd/{fd}")
+            ),
         },
         sort_keys=True,
     )

@@ -174,6 +174,7 @@ def test_a_forked_worker_looks_from_inside_as_a_fresh_interpreter_does(apps: Pro
         "fd_1_is_stderr": True,
         "marker": "seen by the app",
         "path0": str(apps.path),  # the search path the gate gives the target, first
+        "pipes_beyond_stdio": 1,
         "sigint_ignored": True,
         "sigterm_default": True,
         "stdin_is_a_pipe": True,

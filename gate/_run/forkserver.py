@@ -9,7 +9,8 @@ gate started any thread or opened the store, and forks nothing while a thread of
 
 A forked worker is what ``python -c`` would have started, as far as the worker can tell: its own pid, the version's
 working directory, exactly the environment the gate hands a child (``environment_for_child``), ``sys.path[0]`` the
-working directory, standard streams on the protocol's pipes and the gate's stderr, SIGINT ignored and other signals
+working directory, standard streams on the protocol's pipes and the gate's stderr and no other file descriptor
+(as ``close_fds``), SIGINT ignored and other signals
 at their defaults; it ends with ``os._exit`` (no handler of the gate's runs in it). MLflow reads its settings where
 they are used, so an environment handed over after import is the one it sees; what the gate set before MLflow's
 import (``prepare_environment``) the worker sets again, as a fresh one would. Only versions that run on the gate's
@@ -183,8 +184,6 @@ def _serve(sock: socket.socket) -> None:
             request = json.loads(message)
             pid = os.fork()
             if pid == 0:
-                for fd in [sock.fileno(), wake_r, wake_w, *statuses.values()]:
-                    os.close(fd)
                 _become_worker(request, fds)  # never returns
             os.close(fds[0])
             os.close(fds[1])
@@ -219,12 +218,10 @@ def _become_worker(request: dict[str, Any], fds: list[int]) -> None:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        stdin, stdout, status = fds
-        os.close(status)
+        stdin, stdout, _ = fds
         os.dup2(stdin, 0)
         os.dup2(stdout, 1)
-        os.close(stdin)
-        os.close(stdout)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # as Popen's close_fds: nothing of the gate's or its parent's
         # Fresh streams, as a new interpreter with PYTHONUNBUFFERED (the gate's objects may hold its buffers).
         sys.stdin = open(0, encoding="utf-8", closefd=False)  # the process's own streams, never closed
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False, buffering=1)
