@@ -33,6 +33,15 @@ QUESTIONS = [
 ]
 
 
+def sigint_as_a_terminal_delivers_it() -> None:
+    """``preexec_fn`` for a gate that a test interrupts: SIGINT at its default, as under a terminal or a CI runner.
+
+    A test run started in the background of a non-interactive shell (``cmd &``) inherits SIGINT ignored, and so would
+    the gate, which would then never see the Ctrl-C the test sends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class GateResult:
     """What a `gate` subprocess did."""

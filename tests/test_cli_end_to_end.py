@@ -19,7 +19,7 @@ import jsonschema
 import mlflow
 import pytest
 import yaml
-from conftest import QUESTIONS, Project
+from conftest import QUESTIONS, Project, sigint_as_a_terminal_delivers_it
 
 from gate._verdict.schema import verdict_schema
 
@@ -312,6 +312,7 @@ def test_a_signal_mid_run_exits_with_its_code_and_leaves_a_verdict(project: Proj
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_a_terminal_delivers_it,
     )
     assert proc.stderr is not None
     for line in proc.stderr:  # the first progress line means calls are in flight

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import GateResult, Project
+from conftest import GateResult, Project, sigint_as_a_terminal_delivers_it
 
 APP = """
 import mlflow
@@ -202,6 +202,7 @@ def test_an_interrupted_run_leaves_no_checkout_and_no_worker(repo: Project, how:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_a_terminal_delivers_it,
         start_new_session=True,
     )
     assert proc.stderr is not None
