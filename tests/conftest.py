@@ -74,8 +74,9 @@ class Project:
 
     path: Path
     # Written as run.isolation unless the config's run settings name one; None: the gate's default (process).
-    # Inline saves two worker processes per run (each imports MLflow, ~4 s of CPU): for tests about anything but the
-    # workers. Tests about workers, git revisions, misbehaving apps and signals keep the default (see run_isolation).
+    # Inline saves two worker processes per run (forked, each still opens the store and runs the writer's self-test):
+    # for tests about anything but the workers. Tests about workers, git revisions, misbehaving apps and signals keep
+    # the default (see run_isolation).
     isolation: Isolation | None = None
 
     def write_config(self, **overrides: Any) -> Path:
