@@ -74,7 +74,7 @@ def worker_preload(tracking_uri: str, autolog: bool) -> tuple[str, ...]:
         "gate._targets",
     ]
     if tracking_uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
-        modules.append("mlflow.store.tracking.sqlalchemy_store")
+        modules += ["mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store"]
     if autolog:
         modules.append("mlflow.openai")
     return tuple(modules)
