@@ -26,6 +26,7 @@ signal, as ``subprocess`` reports it) to the status pipe. The server exits when 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -171,6 +172,7 @@ def _serve(sock: socket.socket) -> None:
         os.dup2(null, 1)  # the gate's stdout (its verdict) must end when the gate ends, not when this does
         os.close(null)
         statuses: dict[int, int] = {}  # worker pid → the write end of its status pipe
+        gc.freeze()  # what the gate imported stays out of the workers' collections (and their pages shared)
         while True:
             readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
             if wake_r in readable:
