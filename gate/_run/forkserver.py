@@ -89,9 +89,16 @@ class ForkedProcess:
             ready, _, _ = select.select([self._status], [], [], timeout)
             if ready:
                 line = self._status.readline()
-                # No line: the server itself is gone (killed with the gate); the worker's stdin closes with it.
-                self.returncode = int(line) if line.strip() else -signal.SIGKILL
                 self._status.close()
+                if line.strip():
+                    self.returncode = int(line)
+                else:  # the server died first: nobody can report (or wait for) this worker; end it by its stdin
+                    self.returncode = -signal.SIGKILL
+                    try:
+                        if self.stdin is not None:
+                            self.stdin.close()  # a worker whose stdin closes writes its traces and exits
+                    except (OSError, ValueError):
+                        pass
         return self.returncode
 
 
@@ -117,7 +124,12 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # out of memory or processes: workers start as fresh interpreters instead
+            ours.close()
+            theirs.close()
+            return None
         if pid == 0:
             ours.close()
             _serve(theirs)  # never returns
