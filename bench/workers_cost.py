@@ -71,14 +71,14 @@ def write_config(folder: Path, cases: int, isolation: str, concurrency: int = 8)
     return path
 
 
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB (empty once it is gone)."""
+def _fields(pid: int, keys: tuple[str, ...], name: str = "status") -> dict[str, int]:
+    """The first number of each ``key:`` line of ``/proc/<pid>/<name>`` (kB for sizes); empty once it is gone."""
     out: dict[str, int] = {}
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    key, value = line.split(":", 1)
+                key, _, value = line.partition(":")
+                if key in keys:
                     out[key] = int(value.split()[0])
     except OSError:
         pass
@@ -111,14 +111,7 @@ def _descendants(pid: int) -> list[int]:
 
 def _pss_kb(pid: int) -> int:
     """Proportional set size: pages shared after a fork counted once over all the processes that share them."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _fields(pid, ("Pss",), "smaps_rollup").get("Pss", 0)
 
 
 def _cmdline(pid: int) -> str:
@@ -148,7 +141,7 @@ class Sampler(threading.Thread):
             for pid in [self.root, *_descendants(self.root)]:
                 if self.role.get(pid) in (None, "other"):  # re-read: just after fork it still has our cmdline
                     self.role[pid] = self._role(pid, root_cmd)
-                st = _status(pid)
+                st = _fields(pid, ("VmRSS", "VmHWM"))
                 if "VmHWM" in st:
                     self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), st["VmHWM"])
                 total += _pss_kb(pid)
@@ -162,21 +155,10 @@ class Sampler(threading.Thread):
         cmd = _cmdline(pid)
         if "_run.worker" in cmd:
             return "worker"  # a fresh interpreter: python -c "...gate._run.worker..."
-        parent = _status_ppid(pid)
+        parent = _fields(pid, ("PPid",)).get("PPid", 0)
         if cmd == root_cmd:  # a fork of the gate: its fork server (child of the gate) or a worker (child of that)
             return "server" if parent == self.root else "worker"
         return "other"
-
-
-def _status_ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("PPid:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run_gate(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, sample: bool) -> dict:
