@@ -157,6 +157,26 @@ SCENARIOS = (
     Scenario(
         "×1.1 (at the bound), slowest 3% also ×1.5", P95, "bound-fail", 0.05, latency_factor=1.1, tail=(0.97, 1.5)
     ),
+    # Few cases with the change exactly at its bound, the hardest null: a fail is wrong (the pass column shows the
+    # other side's error, a pass, which is as wrong). A/A at few cases is far from the bound and says little.
+    Scenario("×1.1 (at the bound), 5 cases", P95, "bound-fail", 0.05, latency_factor=1.1, cases=5),
+    Scenario("×1.1 (at the bound), 10 cases", P95, "bound-fail", 0.05, latency_factor=1.1, cases=10),
+    Scenario(
+        "tokens ×1.1 (at the bound), 5 cases",
+        {"metric": "total_tokens/mean", "max_increase_pct": 10},
+        "bound-fail",
+        0.05,
+        tokens_factor=1.1,
+        cases=5,
+    ),
+    Scenario(
+        "tokens ×1.1 (at the bound), 10 cases",
+        {"metric": "total_tokens/mean", "max_increase_pct": 10},
+        "bound-fail",
+        0.05,
+        tokens_factor=1.1,
+        cases=10,
+    ),
 )
 
 

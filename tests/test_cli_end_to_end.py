@@ -32,7 +32,8 @@ def _check(verdict: dict, metric: str) -> dict:
 
 @pytest.mark.run_isolation("process")  # the gate's default: a full end-to-end run with a worker process per version
 def test_identical_versions_pass(project: Project) -> None:
-    project.write_config()
+    # up to 4 runs a case: 6 cases × 2 runs leave a +50% latency bound undecided now and then on a loaded machine
+    project.write_config(run={"repeats": 1, "max_repeats": 4, "concurrency": 4, "timeout_s": 30})
     result = project.gate("run", "--simulate")
     assert result.code == 0, result.stderr
     verdict = result.verdict
@@ -79,7 +80,9 @@ def test_slower_candidate_fails_on_latency(project: Project) -> None:
     assert latency["candidate"] >= 250  # the trace duration includes the app's own sleep
     assert latency["message"].startswith("latency_ms/median rose ")
     assert "limit +50%" in latency["message"]
-    assert _check(verdict, "total_tokens/mean")["status"] == "pass"
+    # the loop stops once latency has failed (the exit code is settled): tokens may be undecided at that look, whose
+    # level 6 cases cannot back without extrapolating, but never failed
+    assert _check(verdict, "total_tokens/mean")["status"] in ("pass", "inconclusive")
 
 
 def test_candidate_raising_on_some_cases_fails_on_error_rate(project: Project) -> None:

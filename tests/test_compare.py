@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, TESTS, Project
+from conftest import QUESTIONS, ROOT, TESTS, Project
 
 from gate._config.schema import PriceConfig
 from gate.simulator import SimulatorSettings, running_simulator
@@ -451,7 +451,11 @@ def test_selectors_over_several_sessions_count_every_sessions_traces(project: Pr
 def test_a_reused_baseline_makes_latency_not_comparable_and_says_why(project: Project) -> None:
     # A stored baseline was not measured together with the candidate: a slower provider now would read as the
     # candidate's regression (issue 17: 9 of 10 A/A runs false-failed), so latency checks are inconclusive, visibly.
-    project.write_config(run={"repeats": 1, "max_repeats": 3, "concurrency": 4, "timeout_s": 30, "warmup": False})
+    # 10 cases: the first of the looks at 1 and 3 runs decides at 99.8%, which a change over 6 cases cannot back
+    # without extrapolating (every case on one side in 2^-6 of samples), so total_tokens/mean would wait a round
+    cases = [{"id": f"q{i}", "inputs": {"question": QUESTIONS[i % len(QUESTIONS)]}} for i in range(10)]
+    run = {"repeats": 1, "max_repeats": 3, "concurrency": 4, "timeout_s": 30, "warmup": False}
+    project.write_config(cases=cases, run=run)
     assert project.gate("run", "--simulate", "--session", "main-1", "--no-progress").code == 0
     pr = project.gate("run", "--simulate", "--baseline-from", "main-1", "--no-progress", "--report", "markdown")
     assert pr.code == 0, pr.stderr

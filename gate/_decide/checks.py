@@ -275,8 +275,12 @@ def decide_check(
     confidence: float,
     on_inconclusive: Literal["fail", "warn", "pass"],
     seed: int = 0,
+    cases: int | None = None,
 ) -> CheckResult:
-    """Decide a check on a per-trace metric from the paired per-case values of both versions."""
+    """Decide a check on a per-trace metric from the paired per-case values of both versions.
+
+    ``cases``: the cases the run holds for both versions, with values for this metric or not yet (a case whose calls
+    errored so far has none); None: those of ``sample``. Too few cases is final only when the run has no more."""
     point = evaluate_check(check, baseline, candidate)
     policy = check.on_inconclusive or on_inconclusive
     if point.status == "missing":
@@ -298,6 +302,9 @@ def decide_check(
         seed=seed,
         unit="call" if population == "dataset" else "case",
         smooth=None if check.percentile == "smoothed" else False,
+        # 0/1 metrics are not held to the few-case rules (MIN_CASES, the expanded interval): per case they take a
+        # handful of values, whose resamples pile up on atoms (docs/design/statistics.md, "Few cases")
+        few_cases=not metric_info(metric).binary,
     )
     if metric_info(metric).binary and aggregation in ("rate", "mean"):
         # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case
@@ -346,8 +353,13 @@ def decide_check(
         metric_info(metric).binary or aggregation.startswith("p") or aggregation in ("median", "min", "max")
     )
     needs_cases = None
+    few_yet = False  # too few cases with values so far, while the run holds enough: more runs may give them values
     if bootstrapped and population == "app" and not metric_info(metric).binary and sample.n_pairs < MIN_CASES:
-        decision, needs_cases = "inconclusive", MIN_CASES
+        decision = "inconclusive"
+        if (cases if cases is not None else sample.n_pairs) < MIN_CASES:
+            needs_cases = MIN_CASES
+        else:
+            few_yet = True
     # About these cases the runs are the sample: too few runs of a case show too little of its spread (more will).
     runs = min(map(len, [*sample.baseline, *sample.candidate]))
     few_runs = bootstrapped and population == "dataset" and runs < MIN_RUNS
@@ -374,7 +386,7 @@ def decide_check(
         "inconclusive": f"limit {limits}: inconclusive ({interval}, {_sample_size(sample)})",
     }[decision]
     leans = None
-    if decision == "inconclusive" and needs_cases is None and not few_runs:
+    if decision == "inconclusive" and needs_cases is None and not few_runs and not few_yet:
         point_value = {"candidate": point.candidate, "delta": point.delta, "delta_pct": point.delta_pct}[ci_of]
         if (leaning := _leaning(first, point.bound[first], est, point_value)) is not None:
             leans, factor = leaning
@@ -383,6 +395,11 @@ def decide_check(
         tail = (
             f"limit {limits}: cannot be decided about this dataset from {runs} run{'s' if runs != 1 else ''} of a "
             f"case: its runs are the sample (about: dataset); needs {MIN_RUNS} or more runs of every case"
+        )
+    if few_yet:
+        tail = (
+            f"limit {limits}: only {sample.n_pairs} of {cases} cases have values from both versions so far (the "
+            f"others' calls failed); the case bootstrap needs at least {MIN_CASES}: more runs may give them values"
         )
     if needs_cases is not None:
         tail = (

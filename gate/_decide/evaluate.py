@@ -87,9 +87,7 @@ def evaluate(
     metrics = {v: compute_metrics([r.values for r in rows if r.variant == v], keys) for v in VARIANTS}
     regressions = find_regressions(rows, golden, [s.name for s in config.scorers]) if paired else []
     unpaired = unpaired_cases(rows) if paired else Unpaired((), ())
-    n_cases = len(
-        {r.case_id for r in rows if r.variant == "baseline"} & {r.case_id for r in rows if r.variant == "candidate"}
-    )
+    n_cases = _both_versions(rows)
     confidence = look_confidence(config.confidence, *look) if look is not None else config.confidence
     context = _Context(config, golden, paired, look, seed, metrics, confidence, confirm, confirmation)
     # Per-case checks first: the cases they find are regressions, which cases_regressed checks count.
@@ -278,6 +276,7 @@ def _decide(
         confidence,
         config.on_inconclusive,
         seed=context.seed + index,
+        cases=_both_versions(rows) if paired else None,
     )
     if note is not None:
         result = dataclasses.replace(result, message=f"{result.message}; {note}")
@@ -305,6 +304,12 @@ def _trade_off(
     if shown:
         return True, f"trade-off applied: {wanted} (its change is {edge} at {confidence:.1%})"
     return False, f"trade-off not applied: not shown that {wanted} (its change is {edge} at {confidence:.1%})"
+
+
+def _both_versions(rows: Sequence[TraceRow]) -> int:
+    """The cases with rows of both versions, whatever their values (a failed call's row has none for most metrics)."""
+    baseline = {r.case_id for r in rows if r.variant == "baseline"}
+    return len(baseline & {r.case_id for r in rows if r.variant == "candidate"})
 
 
 def _time_sensitive(check: CheckResult) -> bool:

@@ -1,0 +1,135 @@
+"""Few cases: the case bootstrap read at Hesterberg's expanded level, and widened where the cases cannot reach.
+
+The percentile bootstrap of n cases is too narrow by sqrt((n - 1) / n) and has normal tails where a mean of n has
+Student's t ones; and no resample reaches beyond the most extreme case, while every case lies on one side of the
+truth in 2^-n of samples, so at levels surer than 1 - 2^-n (the adaptive loop's early looks) the interval is the t
+interval on the bootstrap's standard error. docs/design/statistics.md, "Few cases", has the measured rates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+from test_evaluate import err, only, row, rows_for
+
+from gate._config.schema import GateConfig
+from gate._decide import stats
+from gate._decide.evaluate import evaluate, undecided
+from gate._decide.stats import PairedSample, bootstrap, expanded_reach, student_t_tail
+
+
+# Student's t table (any statistics text): the one-sided critical values t_{1-α, df}.
+@pytest.mark.parametrize(
+    ("t", "df", "tail"), [(2.132, 4, 0.05), (2.262, 9, 0.025), (1.685, 39, 0.05), (3.747, 4, 0.01)]
+)
+def test_the_t_tail_matches_the_published_table(t: float, df: int, tail: float) -> None:
+    assert student_t_tail(t, df) == pytest.approx(tail, abs=2e-4)
+
+
+def test_the_expanded_reach_is_the_t_intervals_and_tends_to_the_normal_one() -> None:
+    # sqrt(n / (n - 1)) · t_{n-1}: for 5 cases t_4 = 2.132 × 1.118 = 2.384 standard errors, read at Φ(-2.384) = 0.86%
+    assert expanded_reach(0.05, 5) == pytest.approx(2.384, abs=2e-3)
+    reaches = [expanded_reach(0.05, n) for n in (3, 5, 10, 40, 10_000)]
+    assert reaches == sorted(reaches, reverse=True)
+    assert reaches[-1] == pytest.approx(1.6449, abs=1e-3)
+    assert expanded_reach(0.05, 1) == math.inf  # one case: no spread to read at all
+
+
+def test_the_expanded_bootstrap_of_a_mean_over_few_cases_is_the_t_interval() -> None:
+    values = [3.1, 4.7, 2.2, 5.9, 4.4, 3.8]
+    n = len(values)
+    sample = PairedSample([[0.0]] * n, [[v] for v in values])  # the change is the candidate's mean itself
+    low, high = bootstrap(sample, "mean", 0.95, resamples=200_000, seed=3).delta
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    t = 2.015  # t_{0.95, 5}
+    assert low == pytest.approx(mean - t * sd / math.sqrt(n), abs=0.03)
+    assert high == pytest.approx(mean + t * sd / math.sqrt(n), abs=0.03)
+    # Read at 5% and 95% themselves, the resamples' interval is about a third narrower: what the expansion is for.
+    with read_as_asked():
+        narrow_low, narrow_high = bootstrap(sample, "mean", 0.95, resamples=200_000, seed=3).delta
+    assert (narrow_high - narrow_low) / (high - low) == pytest.approx(0.75, abs=0.05)
+
+
+def per_case_change(sample: PairedSample) -> list[float]:
+    return [(np.mean(c) / np.mean(b) - 1) * 100 for b, c in zip(sample.baseline, sample.candidate, strict=True)]
+
+
+TRIPLED = PairedSample(
+    [[100.0], [140.0], [90.0], [210.0], [120.0]], [[310.0], [400.0], [285.0], [590.0], [372.0]]
+)  # every case about 3×: changes from +181% to +217%
+
+
+def test_at_a_level_surer_than_the_cases_allow_the_interval_reaches_beyond_the_most_extreme_case() -> None:
+    """5 cases, 99.99%: 2^-5 = 3.1% of samples have every case on one side, so the resamples (none beyond the most
+    extreme case) cannot bound the change at 0.01%; the t interval on their standard error can."""
+    changes = per_case_change(TRIPLED)
+    low, high = bootstrap(TRIPLED, "mean", 0.9999, seed=1).delta_pct or (0.0, 0.0)
+    # A resample's change is an average of the cases' changes (weighted by their baselines): never beyond them.
+    assert low < min(changes) and high > max(changes)
+    # Within what 5 cases allow (95%: 2^-5 < 5%), the expanded percentile interval alone, inside the cases' range
+    low95, high95 = bootstrap(TRIPLED, "mean", 0.95, seed=1).delta_pct or (0.0, 0.0)
+    assert min(changes) <= low95 < high95 <= max(changes)
+
+
+def test_a_case_whose_calls_all_failed_so_far_waits_for_more_runs_instead_of_ending_the_loop() -> None:
+    config = GateConfig.model_validate(
+        {
+            "version": 1,
+            "cases": [{"id": f"q{i}", "inputs": {"q": i}} for i in range(5)],
+            "baseline": {"target": "apps:v1"},
+            "candidate": {"target": "apps:v2"},
+            "checks": [{"metric": "total_tokens/mean", "max_increase_pct": 10}],
+            "run": {"repeats": 1, "max_repeats": 10},
+        }
+    )
+
+    def tokens(value: float) -> dict[str, float | None]:
+        return {"latency_ms": 100.0, "error": 0.0, "total_tokens": value, "cost_usd": None}
+
+    rows = rows_for(5, 1, lambda c, r: tokens(100.0 + c), lambda c, r: tokens(300.0 + c))
+    failed = {**err(), "total_tokens": None}  # no answer, no tokens: as a failed call is read
+    rows = [r if (r.variant, r.case_id) != ("candidate", "q0") else row("candidate", "q0", 0, failed) for r in rows]
+    check = only(evaluate(config, rows, frozenset(), look=(1, 1, 10)))
+    assert (check.status, check.needs_cases) == ("inconclusive", None)
+    assert check.message.endswith(
+        "limit +10%: only 4 of 5 cases have values from both versions so far (the others' calls failed); the case "
+        "bootstrap needs at least 5: more runs may give them values"
+    )
+    assert check in undecided(evaluate(config, rows, frozenset(), look=(1, 1, 10)))
+    four = [r for r in rows if r.case_id != "q0"]  # a dataset of 4 cases: no run can help
+    assert only(evaluate(config, four, frozenset(), look=(1, 1, 10))).needs_cases == 5
+
+
+def test_five_cases_at_their_bound_fail_and_pass_about_as_often_as_the_level_allows() -> None:
+    """400 seeded datasets of 5 cases × 10 runs, a mean exactly +10% against `max_increase_pct: 10`, one look at
+    95%: a fail and a pass are both wrong. Read at the asked level the bootstrap was wrong about twice as often."""
+    wrong = {"expanded": 0, "as asked": 0}
+    for seed in range(400):
+        rng = np.random.default_rng([17, seed])
+        level = rng.uniform(150, 400, size=(5, 1))
+        noise = np.exp(0.15 * rng.standard_normal((2, 5, 10)))
+        sample = PairedSample((level * noise[0]).tolist(), (1.1 * level * noise[1]).tolist())
+        low, high = bootstrap(sample, "mean", 0.95, seed=seed).delta_pct or (0.0, 0.0)
+        wrong["expanded"] += (low > 10) + (high < 10)
+        with read_as_asked():
+            low, high = bootstrap(sample, "mean", 0.95, seed=seed).delta_pct or (0.0, 0.0)
+        wrong["as asked"] += (low > 10) + (high < 10)
+    # 5% a side nominal, 10% both; 400 datasets put a binomial 95% band of about ±3 points around it
+    assert wrong["expanded"] / 400 <= 0.13
+    assert wrong["as asked"] / 400 > 0.16
+
+
+@contextlib.contextmanager
+def read_as_asked() -> Iterator[None]:
+    """The percentile bootstrap read at the asked level itself (the rule before the expansion)."""
+    saved = stats.expanded_reach
+    stats.expanded_reach = lambda alpha, n: -NormalDist().inv_cdf(alpha)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        stats.expanded_reach = saved  # type: ignore[assignment]
