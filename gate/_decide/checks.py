@@ -304,7 +304,7 @@ def decide_check(
         smooth=None if check.percentile == "smoothed" else False,
         # 0/1 metrics are not held to the few-case rules (MIN_CASES, the expanded interval): per case they take a
         # handful of values, whose resamples pile up on atoms (docs/design/statistics.md, "Few cases")
-        few_cases=not metric_info(metric).binary,
+        few_cases=not (metric_info(metric).binary or aggregation == "rate"),
     )
     if metric_info(metric).binary and aggregation in ("rate", "mean"):
         # A bootstrap interval collapses to [0, 0] when no error was seen, and a single failing case

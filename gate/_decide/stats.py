@@ -216,12 +216,13 @@ def bootstrap(
     # Percentiles by the smoothed estimator: the same percentile under a change of scale, less noise between
     # replicates and between runs; a change confined to calls beyond it leaks in (docs/design/statistics.md).
     smoothed = SMOOTH_PERCENTILES if smooth is None else smooth
-    # The last row: every case once, the estimate itself (for the t interval below).
-    ones = np.ones((1, base_weights.shape[1]))
-    base = _weighted_aggregate(base_values, base_case, np.vstack([base_weights, ones]), aggregation, smoothed)
-    cand = _weighted_aggregate(
-        cand_values, cand_case, np.vstack([cand_weights, np.ones((1, cand_weights.shape[1]))]), aggregation, smoothed
-    )
+
+    def with_estimate(weights: Floats) -> Floats:  # a last row of unit weights: the estimate (for the t interval)
+        stacked: Floats = np.vstack([weights, np.ones((1, weights.shape[1]))])
+        return stacked
+
+    base = _weighted_aggregate(base_values, base_case, with_estimate(base_weights), aggregation, smoothed)
+    cand = _weighted_aggregate(cand_values, cand_case, with_estimate(cand_weights), aggregation, smoothed)
     alpha = 1 - confidence
     # About the app (cases resampled), few cases: the percentile interval is too narrow, so it is read at the expanded
     # level (Hesterberg 2015); and no resample reaches beyond the most extreme case, so at a level surer than
