@@ -133,3 +133,20 @@ def read_as_asked() -> Iterator[None]:
         yield
     finally:
         stats.expanded_reach = saved  # type: ignore[assignment]
+
+
+def test_a_scorers_0_1_rate_over_few_cases_keeps_its_interval_within_what_a_rate_can_change() -> None:
+    """A boolean scorer's rate is read like error/rate, without the t widening, which on 0/1 values per case would
+    reach past a change of ±1 (seen: helpful/rate in [-1.21, +1.41] at 99.99% over 5 cases)."""
+    from gate._config.schema import CheckConfig
+    from gate._decide.checks import decide_check
+
+    scorer = {"scorers": ["helpful"]}  # the validation context a config with that scorer gives
+    check = CheckConfig.model_validate({"metric": "helpful/rate", "max_decrease": 0.1}, context=scorer)
+    sample = PairedSample([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]], [[1.0, 1.0]] * 5)
+    result = decide_check(check, sample, 0.7, 1.0, 0.9999, "warn")
+    assert result.ci_low is not None and result.ci_high is not None
+    assert -1 <= result.ci_low <= result.ci_high <= 1
+    as_mean = CheckConfig.model_validate({"metric": "helpful/mean", "max_decrease": 0.1}, context=scorer)
+    widened = decide_check(as_mean, sample, 0.7, 1.0, 0.9999, "warn")
+    assert widened.ci_high is not None and widened.ci_high > 1  # the same values as a mean: extrapolated
