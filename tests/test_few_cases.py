@@ -49,7 +49,7 @@ def test_the_expanded_bootstrap_of_a_mean_over_few_cases_is_the_t_interval() -> 
     t = 2.015  # t_{0.95, 5}
     assert low == pytest.approx(mean - t * sd / math.sqrt(n), abs=0.03)
     assert high == pytest.approx(mean + t * sd / math.sqrt(n), abs=0.03)
-    # Read at 5% and 95% themselves, the resamples' interval is about a third narrower: what the expansion is for.
+    # Read at 5% and 95% themselves, the resamples' interval is a quarter narrower: what the expansion is for.
     with read_as_asked():
         narrow_low, narrow_high = bootstrap(sample, "mean", 0.95, resamples=200_000, seed=3).delta
     assert (narrow_high - narrow_low) / (high - low) == pytest.approx(0.75, abs=0.05)
