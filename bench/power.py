@@ -177,6 +177,19 @@ SCENARIOS = (
         tokens_factor=1.1,
         cases=10,
     ),
+    # A 0/1 metric's change at its bound (errors 5% → 10% against max_increase 0.05): read without the few-case
+    # correction (docs/design/statistics.md, "Few cases"), so measured at few cases and at 50.
+    *(
+        Scenario(
+            f"errors 5% → 10% (at the bound), {n} cases",
+            {"metric": "error/rate", "max_increase": 0.05},
+            "bound-fail",
+            0.05,
+            error_rates=(0.05, 0.10),
+            cases=n,
+        )
+        for n in (5, 10, 50)
+    ),
 )
 
 
