@@ -150,3 +150,24 @@ def test_a_scorers_0_1_rate_over_few_cases_keeps_its_interval_within_what_a_rate
     as_mean = CheckConfig.model_validate({"metric": "helpful/mean", "max_decrease": 0.1}, context=scorer)
     widened = decide_check(as_mean, sample, 0.7, 1.0, 0.9999, "warn")
     assert widened.ci_high is not None and widened.ci_high > 1  # the same values as a mean: extrapolated
+
+
+def test_no_failure_seen_in_either_version_does_not_show_a_rate_held_its_max_increase() -> None:
+    """10 cases × 1 run, no error in either version: the bootstrap's [0, 0] would pass `max_increase: 0.05`, though
+    0 of 10 calls is compatible with a rate of 26% (Clopper-Pearson, 95%). Newcombe's interval keeps it open; 400
+    clean calls a version do show it, and `max_increase: 0` reads "none seen in the candidate" as at_most 0 does."""
+    from gate._config.schema import CheckConfig
+    from gate._decide.checks import decide_check
+
+    clean = PairedSample([[0.0]] * 10, [[0.0]] * 10)
+    check = CheckConfig(metric="error/rate", max_increase=0.05)
+    few = decide_check(check, clean, 0.0, 0.0, 0.95, "warn")
+    assert few.status == "inconclusive"
+    assert few.ci_high is not None and few.ci_high == pytest.approx(1 - 0.05 ** (1 / 10), abs=1e-6)
+    many = PairedSample([[0.0] * 10] * 40, [[0.0] * 10] * 40)
+    assert decide_check(check, many, 0.0, 0.0, 0.95, "warn").status == "pass"  # 0 of 400: at most 0.75%
+    none_seen = decide_check(CheckConfig(metric="error/rate", max_increase=0), clean, 0.0, 0.0, 0.95, "warn")
+    assert none_seen.status == "pass"
+    # A rise that is there still fails: 6 of 10 cases erring in every run of the candidate
+    risen = PairedSample([[0.0, 0.0]] * 10, [[1.0, 1.0]] * 6 + [[0.0, 0.0]] * 4)
+    assert decide_check(check, risen, 0.0, 0.6, 0.95, "warn").status == "fail"

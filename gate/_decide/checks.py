@@ -267,6 +267,29 @@ def _sample_size(sample: PairedSample) -> str:
     return f"unpaired: {len(sample.baseline)} and {len(sample.candidate)} traces"
 
 
+def _zero_one(metric: str, aggregation: str, sample: PairedSample) -> bool:
+    """A rate of 0/1 outcomes: a binary metric's, or a scorer's whose every value is 0 or 1."""
+    if aggregation not in ("rate", "mean"):
+        return False
+    if metric_info(metric).binary:
+        return True
+    return aggregation == "rate" and all(v in (0.0, 1.0) for g in (*sample.baseline, *sample.candidate) for v in g)
+
+
+def _rate(groups: Sequence[Sequence[float]]) -> float:
+    values = [v for g in groups for v in g]
+    return sum(values) / len(values)
+
+
+def _rate_bounds(groups: Sequence[Sequence[float]], population: Population, confidence: float) -> tuple[float, float]:
+    """One-sided bounds of a 0/1 rate: cases as the unit about the app (Korn-Graubard), else every call a trial."""
+    if population == "app":
+        clustered = clustered_rate_bounds(groups, confidence)
+        return clustered.low, clustered.high
+    values = [v for g in groups for v in g]
+    return clopper_pearson(round(sum(values)), len(values), confidence)
+
+
 def decide_check(
     check: CheckConfig,
     sample: PairedSample,
@@ -323,6 +346,19 @@ def decide_check(
         if all(outcomes):
             low = 1.0 if point.bound.get("at_least") == 1 else low
         est = replace(est, candidate=(low, high))
+    if _zero_one(metric, aggregation, sample) and sample.paired:
+        # The change's bootstrap collapses the same way: no failure seen in either version gives [0, 0], which would
+        # "show" any max_increase held. Each end is the more cautious of it and Newcombe's (1998) hybrid score
+        # interval for a difference of two rates, from each rate's own bounds (their effective sizes about the app).
+        base_low, base_high = _rate_bounds(sample.baseline, population, confidence)
+        cand_low, cand_high = _rate_bounds(sample.candidate, population, confidence)
+        base_rate, cand_rate = _rate(sample.baseline), _rate(sample.candidate)
+        change = cand_rate - base_rate
+        low = change - math.hypot(cand_rate - cand_low, base_high - base_rate)
+        high = change + math.hypot(cand_high - cand_rate, base_rate - base_low)
+        if cand_rate == 0 and point.bound.get("max_increase") == 0:
+            high = min(high, 0.0)  # "no rise" with no failure seen in the candidate: read as at_most 0 is
+        est = replace(est, delta=(min(est.delta[0], low), max(est.delta[1], high)))
     elif aggregation.startswith("p") or aggregation in ("median", "min", "max"):
         q = {"median": 0.5, "min": 0.0, "max": 1.0}.get(aggregation) or float(aggregation[1:]) / 100
         if population == "app":
