@@ -187,6 +187,25 @@ SCENARIOS = (
         )
         for n in (5, 10, 50)
     ),
+    # The same change against a relative bound (5% → 7.5% against max_increase_pct 50): the ratio of two rates.
+    *(
+        Scenario(
+            f"errors 5% → 7.5% (at the bound, +50%), {n} cases",
+            {"metric": "error/rate", "max_increase_pct": 50},
+            "bound-fail",
+            0.05,
+            error_rates=(0.05, 0.075),
+            cases=n,
+        )
+        for n in (5, 10, 50)
+    ),
+    Scenario(
+        "errors 5% → 15%, +50% allowed",
+        {"metric": "error/rate", "max_increase_pct": 50},
+        "A/B",
+        0.90,
+        error_rates=(0.05, 0.15),
+    ),
 )
 
 

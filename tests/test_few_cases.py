@@ -171,3 +171,41 @@ def test_no_failure_seen_in_either_version_does_not_show_a_rate_held_its_max_inc
     # A rise that is there still fails: 6 of 10 cases erring in every run of the candidate
     risen = PairedSample([[0.0, 0.0]] * 10, [[1.0, 1.0]] * 6 + [[0.0, 0.0]] * 4)
     assert decide_check(check, risen, 0.0, 0.6, 0.95, "warn").status == "fail"
+
+
+def test_mover_ratio_recovers_the_ratio_of_bounds_and_opens_where_the_denominator_may_be_zero() -> None:
+    """MOVER-R from each quantity's own bounds: with an exact numerator the ends are a / b_high and a / b_low; a
+    denominator whose low bound is 0 leaves the high end open; a numerator of 0 gives a low end of 0."""
+    assert stats.mover_ratio((0.1, 0.1, 0.1), (0.05, 0.04, 0.06)) == pytest.approx((0.1 / 0.06, 0.1 / 0.04))
+    low, high = stats.mover_ratio((0.15, 0.10, 0.22), (0.10, 0.05, 0.17))
+    assert 0.10 / 0.17 < low < 1.5 < high < 0.22 / 0.05  # wider than neither, narrower than the crossed bounds
+    assert stats.mover_ratio((0.02, 0.005, 0.06), (0.05, 0.0, 0.12))[1] == math.inf
+    assert stats.mover_ratio((0.0, 0.0, 0.03), (0.05, 0.01, 0.12))[0] == 0.0
+    # a denominator's high bound beyond twice its estimate (few events): the low end still lies below a / b
+    assert 0 < stats.mover_ratio((0.02, 0.005, 0.06), (0.02, 0.001, 0.09))[0] < 1
+    with pytest.raises(ValueError, match="denominator must be positive"):
+        stats.mover_ratio((0.1, 0.05, 0.2), (0.0, 0.0, 0.1))
+
+
+def test_a_relative_bound_on_a_rate_is_decided_on_the_ratio_not_on_no_rise() -> None:
+    """`error/rate max_increase_pct: 60`, 10 cases × 10 runs, 2 baseline errors and 3 candidate ones (+50%): before,
+    a resample without either baseline error left the bootstrap no ratio and the check was decided as "no rise at
+    all" (the change against 0); 5% → 7.5% at its +50% bound then failed 10.2% of simulated runs on 10 cases
+    (bench/power.py scenario 26). Now the ratio's MOVER-R interval decides, and a real rise still fails."""
+    from gate._config.schema import CheckConfig
+    from gate._decide.checks import decide_check
+
+    check = CheckConfig(metric="error/rate", max_increase_pct=60)
+    quiet = [[0.0] * 10] * 10
+    base = [[1.0] + [0.0] * 9] * 2 + quiet[2:]
+    cand = [[1.0] + [0.0] * 9] * 3 + quiet[3:]
+    result = decide_check(check, PairedSample(base, cand), 0.02, 0.03, 0.95, "warn")
+    assert result.ci_of == "delta_pct"
+    assert result.ci_low is not None and result.ci_high is not None
+    assert result.ci_low < 50 < 60 < result.ci_high
+    assert result.status == "inconclusive"
+    risen = [[1.0] * 6 + [0.0] * 4] * 10  # 60% of calls against 10%: +500%
+    base10 = [[1.0] + [0.0] * 9] * 10
+    failed = decide_check(check, PairedSample(base10, risen), 0.1, 0.6, 0.95, "warn")
+    assert failed.status == "fail" and failed.ci_of == "delta_pct"
+    assert failed.ci_low is not None and failed.ci_low > 60

@@ -22,6 +22,8 @@ from gate._decide.stats import (
     clustered_quantile_bounds,
     clustered_rate_bounds,
     mcnemar_exact,
+    mover_difference,
+    mover_ratio,
     quantile_bounds,
 )
 from gate._metrics import metric_info, split_metric_key
@@ -350,15 +352,19 @@ def decide_check(
         # The change's bootstrap collapses the same way: no failure seen in either version gives [0, 0], which would
         # "show" any max_increase held. Each end is the more cautious of it and Newcombe's (1998) hybrid score
         # interval for a difference of two rates, from each rate's own bounds (their effective sizes about the app).
-        base_low, base_high = _rate_bounds(sample.baseline, population, confidence)
-        cand_low, cand_high = _rate_bounds(sample.candidate, population, confidence)
-        base_rate, cand_rate = _rate(sample.baseline), _rate(sample.candidate)
-        change = cand_rate - base_rate
-        low = change - math.hypot(cand_rate - cand_low, base_high - base_rate)
-        high = change + math.hypot(cand_high - cand_rate, base_rate - base_low)
-        if cand_rate == 0 and point.bound.get("max_increase") == 0:
+        base = (_rate(sample.baseline), *_rate_bounds(sample.baseline, population, confidence))
+        cand = (_rate(sample.candidate), *_rate_bounds(sample.candidate, population, confidence))
+        low, high = mover_difference(cand, base)
+        if cand[0] == 0 and point.bound.get("max_increase") == 0:
             high = min(high, 0.0)  # "no rise" with no failure seen in the candidate: read as at_most 0 is
         est = replace(est, delta=(min(est.delta[0], low), max(est.delta[1], high)))
+        if base[0] > 0:
+            # The relative change collapses too (a ratio of a handful of events, 10% false fails at its bound on
+            # 10 cases): the ratio's MOVER-R interval from the same bounds, alone where some resample lost every
+            # baseline failure (the bootstrap then has no ratio).
+            low, high = (100 * (end - 1) for end in mover_ratio(cand, base))
+            pct = est.delta_pct or (low, high)
+            est = replace(est, delta_pct=(min(pct[0], low), max(pct[1], high)))
     elif aggregation.startswith("p") or aggregation in ("median", "min", "max"):
         q = {"median": 0.5, "min": 0.0, "max": 1.0}.get(aggregation) or float(aggregation[1:]) / 100
         if population == "app":

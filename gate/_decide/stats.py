@@ -428,6 +428,40 @@ def clustered_rate_bounds(groups: Sequence[Sequence[float]], confidence: float) 
     return ClusteredRate(low, high, k, n, cases, design_effect, effective)
 
 
+Bounds = tuple[float, float, float]  # an estimate with its one-sided low and high bounds: (estimate, low, high)
+
+
+def mover_difference(first: Bounds, second: Bounds) -> tuple[float, float]:
+    """One-sided bounds of ``first - second`` from each quantity's own bounds (MOVER, Zou & Donner 2008).
+
+    For two rates with score or exact bounds this is Newcombe's (1998) hybrid score interval. The two are taken as
+    independent: for the same cases positively correlated, which makes the interval conservative.
+    """
+    (a, a_low, a_high), (b, b_low, b_high) = first, second
+    return a - b - math.hypot(a - a_low, b_high - b), a - b + math.hypot(a_high - a, b - b_low)
+
+
+def mover_ratio(first: Bounds, second: Bounds) -> tuple[float, float]:
+    """One-sided bounds of ``first / second`` for two non-negative quantities with ``second`` > 0 (MOVER-R).
+
+    Donner & Zou (2012), Newcombe (2016): each end solves (a - θb)² = (a - a_end)² + θ²(b - b_end)², the
+    variance recovered from each quantity's own bounds, so a rate's skewed score or exact bounds carry into the
+    ratio. The high end is infinite when the denominator's low bound reaches 0 (a rate of 0 is then possible).
+    """
+    (a, a_low, a_high), (b, b_low, b_high) = first, second
+    if b <= 0:
+        raise ValueError("the ratio's denominator must be positive")
+    # The low end: the root of (b_high(2b - b_high)) θ² - 2ab θ + a_low(2a - a_low) = 0 below a/b, written without
+    # a division by the leading coefficient (it is 0 or negative when b's high bound is twice b or more).
+    c = a_low * (2 * a - a_low)
+    low = 0.0 if c <= 0 else c / (a * b + math.sqrt((a * b) ** 2 - b_high * (2 * b - b_high) * c))
+    lead = b_low * (2 * b - b_low)
+    c = a_high * (2 * a - a_high)
+    disc = (a * b) ** 2 - lead * c
+    high = math.inf if lead <= 0 or disc < 0 else (a * b + math.sqrt(disc)) / lead
+    return low, high
+
+
 def quantile_bounds(values: Sequence[float], q: float, confidence: float) -> tuple[float, float]:
     """Distribution-free one-sided bounds at ``confidence`` for the ``q`` quantile (0..1), from order statistics.
 
