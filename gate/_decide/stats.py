@@ -225,18 +225,26 @@ def bootstrap(
     cand = _weighted_aggregate(cand_values, cand_case, with_estimate(cand_weights), aggregation, smoothed)
     alpha = 1 - confidence
     # About the app (cases resampled), few cases: the percentile interval is too narrow, so it is read at the expanded
-    # level (Hesterberg 2015); and no resample reaches beyond the most extreme case, so at a level surer than
-    # 1 - 2^-n (every case on one side) the interval is widened to the t interval on the bootstrap's standard error,
-    # which does. About this dataset the runs are rescaled instead (call_weights) and MIN_RUNS applies.
+    # level (Hesterberg 2015). About this dataset the runs are rescaled instead (call_weights) and MIN_RUNS applies.
     units = sample.n_pairs if sample.paired else min(len(sample.baseline), len(sample.candidate))
     corrected = unit == "case" and few_cases
-    reach = expanded_reach(alpha, units) if corrected else 0.0
-    read = NormalDist().cdf(-reach) if corrected else alpha
-    beyond_the_cases = corrected and 2.0**-units > alpha
+    if corrected:
+        reach = expanded_reach(alpha, units)
+    else:
+        reach = -NormalDist().inv_cdf(alpha) if alpha > 0 else math.inf
+    read = NormalDist().cdf(-reach)
+    # Where the resamples cannot show the level, the interval is extended to `reach` bootstrap standard errors from
+    # the estimate (Student's t interval when corrected): beyond the cases, where the level is surer than 1 - 2^-n (no
+    # resample lies beyond the most extreme case, and every case lies on one side of the truth in 2^-n of samples);
+    # beyond the resamples, where fewer than one resample is expected past the level (the adaptive loop's first looks
+    # decide at 99.99999%: 2,000 resamples read there give their most extreme one, about 3 standard errors); and for
+    # a mean or a sum at any level, whose small-sample interval is the t interval, narrower than which a bootstrap of
+    # a few skewed cases should not be (docs/design/statistics.md, "Few cases").
+    extended = (corrected and (2.0**-units > alpha or aggregation in ("mean", "sum"))) or read * resamples < 1
 
     def interval(x: Floats) -> tuple[float, float]:
         lo, hi = (float(v) for v in np.quantile(x[:-1], [read, 1 - read]))
-        if beyond_the_cases and (sd := float(np.std(x[:-1], ddof=1))) > 0:
+        if extended and (sd := float(np.std(x[:-1], ddof=1))) > 0:
             lo, hi = min(lo, float(x[-1]) - reach * sd), max(hi, float(x[-1]) + reach * sd)
         return lo, hi
 
