@@ -131,6 +131,7 @@ class Scenario:
     # (q, factor): the candidate's calls above the app's q quantile (lognormal tails) also × factor, a change confined
     # to the slowest calls; with q above the check's percentile the true percentile change is latency_factor's alone.
     tail: tuple[float, float] | None = None
+    max_repeats: int = MAX_REPEATS  # the adaptive designs' cap on runs a case (the data holds this many rounds)
 
 
 P95 = {"metric": "latency_ms/p95", "max_increase_pct": 10}
@@ -206,6 +207,10 @@ SCENARIOS = (
         0.90,
         error_rates=(0.05, 0.15),
     ),
+    # What the 40-case p95 row would take: the same change with twice the cap on runs a case (looks at 1, 2, 4, 8, 20).
+    Scenario(
+        "latency ×1.3, 40 cases, max_repeats 20", P95, "A/B", 0.90, latency_factor=1.3, cases=40, max_repeats=20
+    ),
 )
 
 
@@ -235,7 +240,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
     n = len(cases)
     base_latency = BASE_LATENCY_MEDIAN_MS * np.exp(BASE_LATENCY_SIGMA * rng.standard_normal(n))
     base_tokens = rng.uniform(*BASE_TOKENS, size=n)
-    shape = (len(VARIANTS), MAX_REPEATS, n)
+    shape = (len(VARIANTS), scenario.max_repeats, n)
     noise = rng.standard_normal(shape) if scenario.tails == "lognormal" else rng.standard_t(3, shape) / math.sqrt(3)
     latency = base_latency * np.exp(CALL_LATENCY_SIGMA * noise)
     tokens = np.rint(base_tokens * np.exp(CALL_TOKENS_SIGMA * rng.standard_normal(shape)))
@@ -248,7 +253,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
     latency[1] *= scenario.latency_factor
     tokens[1] = np.rint(tokens[1] * scenario.tokens_factor)
     rounds = []
-    for k in range(MAX_REPEATS):
+    for k in range(scenario.max_repeats):
         rows = []
         for v, variant in enumerate(VARIANTS):
             for i, case in enumerate(cases):
@@ -357,10 +362,10 @@ def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str,
         return status, repeats * per_round_calls, change
 
     runs = {
-        "now": lambda: adaptive(MAX_REPEATS, "schedule", True),
-        "plain": lambda: adaptive(MAX_REPEATS, "schedule", False),
-        "every-run": lambda: adaptive(MAX_REPEATS, "every run", False),
-        "before": lambda: adaptive(MAX_REPEATS, "95% every run", False),
+        "now": lambda: adaptive(scenario.max_repeats, "schedule", True),
+        "plain": lambda: adaptive(scenario.max_repeats, "schedule", False),
+        "every-run": lambda: adaptive(scenario.max_repeats, "every run", False),
+        "before": lambda: adaptive(scenario.max_repeats, "95% every run", False),
         "cap5": lambda: adaptive(DEFAULT_CAP_REPEATS, "schedule", True),
     }
     fixed = make_config(scenario.check, FIXED_REPEATS, FIXED_REPEATS, cases)
