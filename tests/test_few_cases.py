@@ -243,3 +243,28 @@ def test_a_relative_bound_on_a_rate_is_decided_on_the_ratio_not_on_no_rise() -> 
     failed = decide_check(check, PairedSample(base10, risen), 0.1, 0.6, 0.95, "warn")
     assert failed.status == "fail" and failed.ci_of == "delta_pct"
     assert failed.ci_low is not None and failed.ci_low > 60
+
+
+def test_unpaired_traffic_with_no_failure_seen_does_not_show_a_rate_held_its_bounds() -> None:
+    """Production traces of two versions (no shared cases): 10 traces each without an error passed
+    `max_increase: 0.05` and `max_increase_pct: 50` on the bootstrap's [0, 0] until stop 28, as paired ones did
+    before stop 27. Every trace is a trial and the versions are independent: Newcombe's and MOVER-R's setting."""
+    from gate._config.schema import CheckConfig
+    from gate._decide.checks import decide_check
+
+    few = PairedSample([[0.0]] * 10, [[0.0]] * 10, paired=False)
+    many = PairedSample([[0.0]] * 400, [[0.0]] * 400, paired=False)
+    for bound in ({"max_increase": 0.05}, {"max_increase_pct": 50}):
+        check = CheckConfig.model_validate({"metric": "error/rate", **bound})
+        result = decide_check(check, few, 0.0, 0.0, 0.95, "warn")
+        assert (result.status, result.population) == ("inconclusive", "traffic"), bound
+        assert "traces as the unit (unpaired)" in result.message
+    assert decide_check(CheckConfig(metric="error/rate", max_increase=0.05), many, 0.0, 0.0, 0.95, "warn").status == (
+        "pass"
+    )
+    # with failures in the baseline, the relative bound is decided on the ratio: 2 of 20 against 3 of 20 is +50%,
+    # which 20 traces a version cannot tell from +200%
+    some = PairedSample([[0.0]] * 18 + [[1.0]] * 2, [[0.0]] * 17 + [[1.0]] * 3, paired=False)
+    ratio = decide_check(CheckConfig(metric="error/rate", max_increase_pct=200), some, 0.1, 0.15, 0.95, "warn")
+    assert ratio.ci_of == "delta_pct" and ratio.status == "inconclusive"
+    assert ratio.ci_high is not None and ratio.ci_high > 200

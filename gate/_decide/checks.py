@@ -348,10 +348,11 @@ def decide_check(
         if all(outcomes):
             low = 1.0 if point.bound.get("at_least") == 1 else low
         est = replace(est, candidate=(low, high))
-    if _zero_one(metric, aggregation, sample) and sample.paired:
+    if _zero_one(metric, aggregation, sample):
         # The change's bootstrap collapses the same way: no failure seen in either version gives [0, 0], which would
         # "show" any max_increase held. Each end is the more cautious of it and Newcombe's (1998) hybrid score
-        # interval for a difference of two rates, from each rate's own bounds (their effective sizes about the app).
+        # interval for a difference of two rates, from each rate's own bounds (their effective sizes about the app;
+        # unpaired traffic: every trace a trial, the two versions independent, as the interval assumes).
         base = (_rate(sample.baseline), *_rate_bounds(sample.baseline, population, confidence))
         cand = (_rate(sample.candidate), *_rate_bounds(sample.candidate, population, confidence))
         low, high = mover_difference(cand, base)
