@@ -77,3 +77,29 @@ def test_bad_trade_offs_are_refused_with_the_fix(trade_off: dict[str, Any], erro
     with pytest.raises(ValidationError) as raised:
         CheckConfig.model_validate({"metric": "latency_ms/mean", "max_increase_pct": 5, "trade_off": trade_off})
     assert error in str(raised.value)
+
+
+def test_a_fall_in_an_error_rate_is_shown_on_the_rates_own_bounds_not_the_bootstrap_alone() -> None:
+    """Errors in 8 of 40 cases for the baseline and none for the candidate, one run each: every bootstrap resample
+    says the rate fell by 100%, but at the 97.5% a trade-off is decided at, 0 of 40 calls is compatible with a rate
+    of 8.8% against the baseline's 20% (whose own low bound is about 9%): a fall of 70% or more is not shown, one of
+    40% is (the fall is at least 47%)."""
+
+    def outcomes(cand_errors: int) -> list[TraceRow]:
+        out = []
+        for c in range(40):
+            base = {"latency_ms": 100.0, "error": 1.0 if c < 8 else 0.0}
+            cand = {"latency_ms": 120.0, "error": 1.0 if c < cand_errors else 0.0}
+            out += [row("baseline", f"q{c}", 0, base), row("candidate", f"q{c}", 0, cand)]
+        return out
+
+    def trade(fell: float) -> dict[str, Any]:
+        when = {"metric": "error/rate", "fell_pct_at_least": fell}
+        return {"metric": "latency_ms/mean", "max_increase_pct": 5, "trade_off": {"max_increase_pct": 30, "when": when}}
+
+    strict = only(evaluate(config(trade(70)), outcomes(0), frozenset()))
+    assert "; trade-off not applied: not shown that error/rate fell 70% or more" in strict.message, strict.message
+    assert strict.bound == {"max_increase_pct": 5}
+    loose = only(evaluate(config(trade(40)), outcomes(0), frozenset()))
+    assert "; trade-off applied: error/rate fell 40% or more (its change is at most -47.4% at 97.5%)" in loose.message
+    assert loose.bound == {"max_increase_pct": 30}

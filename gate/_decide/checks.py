@@ -37,6 +37,8 @@ __all__ = [
     "decide_check",
     "evaluate_check",
     "evaluate_checks",
+    "rate_change_bounds",
+    "zero_one_rate",
 ]
 
 # The fewest cases a case-bootstrap interval is decided on. With n cases a resample repeats one case throughout with
@@ -269,7 +271,7 @@ def _sample_size(sample: PairedSample) -> str:
     return f"unpaired: {len(sample.baseline)} and {len(sample.candidate)} traces"
 
 
-def _zero_one(metric: str, aggregation: str, sample: PairedSample) -> bool:
+def zero_one_rate(metric: str, aggregation: str, sample: PairedSample) -> bool:
     """A rate of 0/1 outcomes: a binary metric's, or a scorer's whose every value is 0 or 1."""
     if aggregation not in ("rate", "mean"):
         return False
@@ -290,6 +292,27 @@ def _rate_bounds(groups: Sequence[Sequence[float]], population: Population, conf
         return clustered.low, clustered.high
     values = [v for g in groups for v in g]
     return clopper_pearson(round(sum(values)), len(values), confidence)
+
+
+def rate_change_bounds(sample: PairedSample, population: Population, confidence: float, est: Estimate) -> Estimate:
+    """``est`` with each end of a 0/1 rate's change and relative change the more cautious of its bootstrap and the
+    MOVER intervals from each version's own rate bounds (docs/design/statistics.md, "Few cases").
+
+    The bootstrap collapses for rates: no failure seen in either version gives [0, 0], which would "show" any
+    max_increase held, and a ratio of a handful of events is too narrow (10% false fails at its bound on 10 cases).
+    The difference takes Newcombe's (1998) hybrid score interval, the ratio MOVER-R, both from each rate's bounds at
+    its effective size about the app, or every call (about this dataset) or trace (unpaired traffic) a trial; where
+    some resample lost every baseline failure the bootstrap has no ratio and MOVER-R decides alone.
+    """
+    base = (_rate(sample.baseline), *_rate_bounds(sample.baseline, population, confidence))
+    cand = (_rate(sample.candidate), *_rate_bounds(sample.candidate, population, confidence))
+    low, high = mover_difference(cand, base)
+    est = replace(est, delta=(min(est.delta[0], low), max(est.delta[1], high)))
+    if base[0] > 0:
+        low, high = (100 * (end - 1) for end in mover_ratio(cand, base))
+        pct = est.delta_pct or (low, high)
+        est = replace(est, delta_pct=(min(pct[0], low), max(pct[1], high)))
+    return est
 
 
 def decide_check(
@@ -348,24 +371,11 @@ def decide_check(
         if all(outcomes):
             low = 1.0 if point.bound.get("at_least") == 1 else low
         est = replace(est, candidate=(low, high))
-    if _zero_one(metric, aggregation, sample):
-        # The change's bootstrap collapses the same way: no failure seen in either version gives [0, 0], which would
-        # "show" any max_increase held. Each end is the more cautious of it and Newcombe's (1998) hybrid score
-        # interval for a difference of two rates, from each rate's own bounds (their effective sizes about the app;
-        # unpaired traffic: every trace a trial, the two versions independent, as the interval assumes).
-        base = (_rate(sample.baseline), *_rate_bounds(sample.baseline, population, confidence))
-        cand = (_rate(sample.candidate), *_rate_bounds(sample.candidate, population, confidence))
-        low, high = mover_difference(cand, base)
-        if cand[0] == 0 and point.bound.get("max_increase") == 0:
-            high = min(high, 0.0)  # "no rise" with no failure seen in the candidate: read as at_most 0 is
-        est = replace(est, delta=(min(est.delta[0], low), max(est.delta[1], high)))
-        if base[0] > 0:
-            # The relative change collapses too (a ratio of a handful of events, 10% false fails at its bound on
-            # 10 cases): the ratio's MOVER-R interval from the same bounds, alone where some resample lost every
-            # baseline failure (the bootstrap then has no ratio).
-            low, high = (100 * (end - 1) for end in mover_ratio(cand, base))
-            pct = est.delta_pct or (low, high)
-            est = replace(est, delta_pct=(min(pct[0], low), max(pct[1], high)))
+    if zero_one_rate(metric, aggregation, sample):
+        est = rate_change_bounds(sample, population, confidence, est)
+        if _rate(sample.candidate) == 0 and point.bound.get("max_increase") == 0:
+            # "no rise" with no failure seen in the candidate: read as at_most 0 is
+            est = replace(est, delta=(est.delta[0], min(est.delta[1], 0.0)))
     elif aggregation.startswith("p") or aggregation in ("median", "min", "max"):
         q = {"median": 0.5, "min": 0.0, "max": 1.0}.get(aggregation) or float(aggregation[1:]) / 100
         if population == "app":

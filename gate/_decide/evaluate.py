@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gate._config.dataset import Case
 from gate._config.schema import BOUNDS, VARIANTS, CheckConfig, GateConfig, TradeOffCondition, Variant
-from gate._decide.checks import CheckResult, decide_check, evaluate_check
+from gate._decide.checks import CheckResult, decide_check, evaluate_check, rate_change_bounds, zero_one_rate
 from gate._decide.per_case import decide_per_case
 from gate._decide.regressions import (
     Regression,
@@ -295,7 +295,10 @@ def _trade_off(
     wanted = f"{when.metric} {'fell' if fell else 'rose'} {amount:g}% or more"
     if sample.n_pairs == 0:
         return False, f"trade-off not applied: no data for {when.metric}"
-    change = bootstrap(sample, aggregation, confidence=confidence, seed=seed).delta_pct
+    est = bootstrap(sample, aggregation, confidence=confidence, seed=seed)
+    if zero_one_rate(metric, aggregation, sample):  # a rate's change is not shown on its bootstrap alone
+        est = rate_change_bounds(sample, "app" if paired else "traffic", confidence, est)
+    change = est.delta_pct
     if change is None:
         return False, f"trade-off not applied: {when.metric} has a baseline of 0, so no % change"
     low, high = change
