@@ -175,28 +175,21 @@ SCENARIOS = (
         )
         for n in (5, 10)
     ),
-    # A 0/1 metric's change at its bound (errors 5% → 10% against max_increase 0.05): kept out of the few-case
-    # correction and bounded by Newcombe's score interval instead (docs/design/statistics.md, "Few cases").
+    # A 0/1 metric's change at its bound, absolute (errors 5% → 10% against max_increase 0.05) and relative (5% → 7.5%
+    # against max_increase_pct 50, the ratio of two rates): kept out of the few-case correction and bounded by
+    # Newcombe's and MOVER-R's intervals as well (docs/design/statistics.md, "Few cases").
     *(
         Scenario(
-            f"errors 5% → 10% (at the bound), {n} cases",
-            {"metric": "error/rate", "max_increase": 0.05},
+            f"errors 5% → {label} (at the bound{suffix}), {n} cases",
+            {"metric": "error/rate", **bound},
             "bound-fail",
             0.05,
-            error_rates=(0.05, 0.10),
+            error_rates=(0.05, rate),
             cases=n,
         )
-        for n in (5, 10, 50)
-    ),
-    # The same change against a relative bound (5% → 7.5% against max_increase_pct 50): the ratio of two rates.
-    *(
-        Scenario(
-            f"errors 5% → 7.5% (at the bound, +50%), {n} cases",
-            {"metric": "error/rate", "max_increase_pct": 50},
-            "bound-fail",
-            0.05,
-            error_rates=(0.05, 0.075),
-            cases=n,
+        for label, suffix, bound, rate in (
+            ("10%", "", {"max_increase": 0.05}, 0.10),
+            ("7.5%", ", +50%", {"max_increase_pct": 50}, 0.075),
         )
         for n in (5, 10, 50)
     ),
