@@ -20,14 +20,15 @@ check is ``inconclusive``, more repeats of every case for both versions, up to t
 
 Designs (all on the same simulated data within a run, so the designs are compared on identical calls):
 
-* ``gate adaptive 1→10``: ``run: {repeats: 1, max_repeats: 10}``, the loop above, with its looks at 1, 2, 4 and 10
-  runs a case (gate/_decide/sequential.py).
+* ``gate adaptive 1→cap``: ``run: {repeats: 1}`` and the gate's default cap (20 runs a case for a percentile check,
+  looks at 1, 2, 4, 8, 20; 10 for any other, looks at 1, 2, 4, 10) unless the scenario sets ``max_repeats``; the
+  loop above (gate/_decide/sequential.py); ``plain`` the same with plain percentiles.
 * ``gate adaptive 1→10, repeated intervals every run``: a look after every run a case (1, 2, …, 10), each at its
   repeated-interval level for that schedule: the gate's rule before the geometric schedule.
 * ``gate adaptive 1→10, 95% every run``: a look after every run a case at the configured 95%, as the gate did
   before repeated confidence intervals (gate/_decide/sequential.py); on the same simulated data.
 * ``gate adaptive 1→5``: the same loop capped at 5 repeats (the default cap before this benchmark showed it
-  misses the p95 detection target; the default is now 10), on the first 5 rounds of the same data.
+  misses the p95 detection target), on the first 5 rounds of the same data.
 * ``gate fixed 3``: ``evaluate`` once on 3 repeats per case, no adaptation.
 * ``naive fixed 3``: ``evaluate_check`` on the two point estimates over 3 repeats per case.
 
@@ -107,8 +108,8 @@ FIXED_REPEATS = 3
 DEFAULT_CAP_REPEATS = 5  # the former default cap, kept as a design to show what 10 buys
 
 DESIGNS = {  # short name for --designs: the row label
-    "now": "gate adaptive 1→10 (now: looks at 1, 2, 4, 10; smoothed percentiles)",
-    "plain": "gate adaptive 1→10, looks at 1, 2, 4, 10, plain percentiles",
+    "now": "gate adaptive 1→cap (now: the gate's cap, 20 for a percentile, else 10; smoothed percentiles)",
+    "plain": "gate adaptive 1→cap, plain percentiles",
     "every-run": "gate adaptive 1→10, repeated intervals every run, plain percentiles (stop 20)",
     "before": "gate adaptive 1→10, 95% every run, plain percentiles (before issue 17)",
     "cap5": "gate adaptive 1→5 (now)",
@@ -131,7 +132,12 @@ class Scenario:
     # (q, factor): the candidate's calls above the app's q quantile (lognormal tails) also × factor, a change confined
     # to the slowest calls; with q above the check's percentile the true percentile change is latency_factor's alone.
     tail: tuple[float, float] | None = None
-    max_repeats: int = MAX_REPEATS  # the adaptive designs' cap on runs a case (the data holds this many rounds)
+    max_repeats: int | None = None  # the adaptive designs' cap on runs a case; None: the gate's default for the check
+
+    @property
+    def cap(self) -> int:
+        """Runs a case the adaptive designs may reach (the data holds this many rounds)."""
+        return self.max_repeats or make_config(self.check, 1, None, cases_for(self.cases)).max_repeats()
 
 
 P95 = {"metric": "latency_ms/p95", "max_increase_pct": 10}
@@ -200,10 +206,8 @@ SCENARIOS = (
         0.90,
         error_rates=(0.05, 0.15),
     ),
-    # What the 40-case p95 row would take: the same change with twice the cap on runs a case (looks at 1, 2, 4, 8, 20).
-    Scenario(
-        "latency ×1.3, 40 cases, max_repeats 20", P95, "A/B", 0.90, latency_factor=1.3, cases=40, max_repeats=20
-    ),
+    # The 40-case p95 row at the cap a percentile check had until stop 29 (10 runs a case; the default is now 20).
+    Scenario("latency ×1.3, 40 cases, max_repeats 10", P95, "A/B", 0.90, latency_factor=1.3, cases=40, max_repeats=10),
 )
 
 
@@ -214,7 +218,7 @@ def cases_for(n: int) -> list[Case]:
     return [Case(id=f"case-{i:02d}", inputs={"q": i}) for i in range(n)]
 
 
-def make_config(check: dict[str, Any], repeats: int, max_repeats: int, cases: Sequence[Case]) -> GateConfig:
+def make_config(check: dict[str, Any], repeats: int, max_repeats: int | None, cases: Sequence[Case]) -> GateConfig:
     return GateConfig.model_validate(
         {
             "version": 1,
@@ -233,7 +237,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
     n = len(cases)
     base_latency = BASE_LATENCY_MEDIAN_MS * np.exp(BASE_LATENCY_SIGMA * rng.standard_normal(n))
     base_tokens = rng.uniform(*BASE_TOKENS, size=n)
-    shape = (len(VARIANTS), scenario.max_repeats, n)
+    shape = (len(VARIANTS), scenario.cap, n)
     noise = rng.standard_normal(shape) if scenario.tails == "lognormal" else rng.standard_t(3, shape) / math.sqrt(3)
     latency = base_latency * np.exp(CALL_LATENCY_SIGMA * noise)
     tokens = np.rint(base_tokens * np.exp(CALL_TOKENS_SIGMA * rng.standard_normal(shape)))
@@ -246,7 +250,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> list[list[TraceRow
     latency[1] *= scenario.latency_factor
     tokens[1] = np.rint(tokens[1] * scenario.tokens_factor)
     rounds = []
-    for k in range(scenario.max_repeats):
+    for k in range(scenario.cap):
         rows = []
         for v, variant in enumerate(VARIANTS):
             for i, case in enumerate(cases):
@@ -355,10 +359,10 @@ def one_run(task: tuple[int, int, int, tuple[str, ...]]) -> tuple[int, dict[str,
         return status, repeats * per_round_calls, change
 
     runs = {
-        "now": lambda: adaptive(scenario.max_repeats, "schedule", True),
-        "plain": lambda: adaptive(scenario.max_repeats, "schedule", False),
-        "every-run": lambda: adaptive(scenario.max_repeats, "every run", False),
-        "before": lambda: adaptive(scenario.max_repeats, "95% every run", False),
+        "now": lambda: adaptive(scenario.cap, "schedule", True),
+        "plain": lambda: adaptive(scenario.cap, "schedule", False),
+        "every-run": lambda: adaptive(MAX_REPEATS, "every run", False),
+        "before": lambda: adaptive(MAX_REPEATS, "95% every run", False),
         "cap5": lambda: adaptive(DEFAULT_CAP_REPEATS, "schedule", True),
     }
     fixed = make_config(scenario.check, FIXED_REPEATS, FIXED_REPEATS, cases)
@@ -382,12 +386,16 @@ def pct(x: float) -> str:
 
 
 def table(results: dict[int, list[dict[str, Outcome]]], header: bool = True) -> str:
-    lines = [] if not header else [
-        "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
-        "| inconclusive | pass | calls | repeats | reported change: mean (of passes) "
-        "| verdict |",
-        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
-    ]
+    lines = (
+        []
+        if not header
+        else [
+            "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
+            "| inconclusive | pass | calls | repeats | reported change: mean (of passes) "
+            "| verdict |",
+            "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        ]
+    )
     for s_index, scenario in enumerate(SCENARIOS):
         runs = results.get(s_index, [])
         n = len(runs)

@@ -24,6 +24,7 @@ __all__ = [
     "compute_metrics",
     "count_values",
     "extract_values",
+    "is_percentile",
     "metric_info",
     "output_text",
     "parse_metric_key",
@@ -111,6 +112,11 @@ def parse_metric_key(key: str, scorers: Collection[str] = ()) -> tuple[str, str]
     if aggregation.startswith("p") and float(aggregation[1:]) > 100:
         raise ValueError(f"percentile '{aggregation}' is above 100")
     return metric, aggregation
+
+
+def is_percentile(aggregation: str) -> bool:
+    """``p95``, ``p99.9``: a percentile named by its level (``median`` is not one here)."""
+    return _PERCENTILE.fullmatch(aggregation) is not None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

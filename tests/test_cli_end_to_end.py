@@ -181,6 +181,14 @@ def test_dry_run_plans_without_calling(project: Project) -> None:
     assert result.code == 0, result.stderr
     plan = json.loads(result.stdout)["plan"]
     assert plan["calls"] == 6 * 2 * 3
+    # what an undecided run may spend: 10 runs a case (a median, a rate, a mean), 20 with a percentile check
+    assert plan["max_repeats"] == 10 and plan["calls_at_most"] == 6 * 2 * 10
+    p95 = [{"metric": "latency_ms/p95", "max_increase_pct": 10}]
+    project.write_config(run={"repeats": 3}, checks=p95)
+    plan = json.loads(project.gate("run", "--dry-run").stdout)["plan"]
+    assert plan["max_repeats"] == 20 and plan["calls_at_most"] == 6 * 2 * 20
+    project.write_config(run={"repeats": 3, "max_calls": 100}, checks=p95)
+    assert json.loads(project.gate("run", "--dry-run").stdout)["plan"]["calls_at_most"] == 100
     assert not (project.path / "store").exists()
 
 

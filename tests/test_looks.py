@@ -113,6 +113,36 @@ def test_max_calls_lowers_the_last_look_to_what_the_budget_pays_for() -> None:
     )
 
 
+def _cap(checks: list[dict[str, Any]], **run: Any) -> int:
+    config = GateConfig.model_validate(
+        {
+            "version": 1,
+            "baseline": {"target": "app:a"},
+            "candidate": {"target": "app:b"},
+            "cases": [{"id": "c0", "inputs": {}}],
+            "checks": checks,
+            "run": run,
+        }
+    )
+    return config.max_repeats()
+
+
+def test_the_default_cap_is_20_runs_a_case_with_a_percentile_check_and_10_without() -> None:
+    # A percentile is read off its slowest few calls: 40 cases x 10 runs cannot detect a +30% p95 against +10% 90%
+    # of the time, 20 runs do (docs/design/statistics.md, "The cap on runs a case"). The loop then looks at 1, 2, 4,
+    # 8, 20 runs a case and says so when it stops at the cap.
+    p95 = {"metric": "latency_ms/p95", "max_increase_pct": 10}
+    mean = {"metric": "total_tokens/mean", "max_increase_pct": 10}
+    assert _cap([p95]) == 20 and _cap([mean, p95]) == 20 and _cap([{**p95, "metric": "latency_ms/p99.9"}]) == 20
+    assert _cap([mean]) == 10 and _cap([{**p95, "metric": "latency_ms/median"}]) == 10
+    assert _cap([{"metric": "error/rate", "at_most": 0.1}]) == 10
+    assert _cap([p95], max_repeats=10) == 10 and _cap([mean], max_repeats=30) == 30  # the config's own cap wins
+    assert _cap([p95], repeats=25) == 25 and _cap([mean], repeats=12) == 12  # never below the first round
+    config = _config()  # a p95 check, no cap set
+    assert look_cap(config, 20) == 20 and schedule(1, look_cap(config, 20)) == (1, 2, 4, 8, 20)
+    assert _stop(config, 10) is None and _stop(config, 20) == "run.max_repeats (20) reached"
+
+
 def test_max_cost_counts_the_runs_the_next_look_adds() -> None:
     config = _config(max_repeats=10, max_cost_usd=1.0)
     # after 4 runs a case at $0.3 the next look (10 runs) would cost 0.3 + 6 × 0.075 = $0.75: it may go on

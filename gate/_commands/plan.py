@@ -39,6 +39,7 @@ def plan_gate(options: RunOptions) -> dict[str, Any]:
     prepared = prepare(options.config_path, import_targets=False)
     config = prepared.config
     calls = len(prepared.cases) * len(VARIANTS) * config.run.repeats
+    calls_at_cap = len(prepared.cases) * len(VARIANTS) * config.max_repeats()
     return {
         "config": str(options.config_path),
         "cases": len(prepared.cases),
@@ -48,6 +49,10 @@ def plan_gate(options: RunOptions) -> dict[str, Any]:
         },
         "repeats": config.run.repeats,
         "calls": calls,
+        # what an undecided run may spend: the adaptive cap (20 runs a case with a percentile check, else 10) and
+        # run.max_calls, whichever ends first (run.max_cost_usd is in dollars, not calls: not counted here)
+        "max_repeats": config.max_repeats(),
+        "calls_at_most": min(calls_at_cap, config.run.max_calls or calls_at_cap),
         "concurrency": config.run.concurrency,
         "checks": [c.metric for c in config.checks],
         "too_small": too_small(config, len(prepared.cases)),  # checks these cases and repeats cannot decide
