@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gate._config.dataset import Case
-from gate._config.schema import GateConfig
+from gate._config.schema import CheckConfig, GateConfig
 from gate._decide.checks import CheckResult
 from gate._decide.evaluate import Evaluation
 from gate._decide.regressions import Unpaired
@@ -140,7 +140,10 @@ def test_the_default_cap_is_20_runs_a_case_with_a_percentile_check_and_10_withou
     assert _cap([p95], repeats=25) == 25 and _cap([mean], repeats=12) == 12  # never below the first round
     config = _config()  # a p95 check, no cap set
     assert look_cap(config, 20) == 20 and schedule(1, look_cap(config, 20)) == (1, 2, 4, 8, 20)
-    assert _stop(config, 10) is None and _stop(config, 20) == "run.max_repeats (20) reached"
+    assert _stop(config, 10) is None
+    assert _stop(config, 20) == "run.max_repeats (20, the default with a percentile check) reached"
+    mean = _config().model_copy(update={"checks": [CheckConfig(metric="total_tokens/mean", max_increase_pct=10)]})
+    assert _stop(mean, 10) == "run.max_repeats (10, the default without a percentile check) reached"
 
 
 def test_max_cost_counts_the_runs_the_next_look_adds() -> None:
@@ -152,7 +155,6 @@ def test_max_cost_counts_the_runs_the_next_look_adds() -> None:
 
 
 def test_a_check_decided_at_a_strict_look_shows_its_level_never_a_rounded_100_percent() -> None:
-    from gate._config.schema import CheckConfig
     from gate._decide.checks import decide_check
     from gate._decide.stats import PairedSample
 

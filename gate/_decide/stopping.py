@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gate._config.schema import GateConfig
+from gate._config.schema import PERCENTILE_MAX_REPEATS, GateConfig
 from gate._decide.evaluate import Evaluation, undecided
 from gate._traces.rows import CallResult
 
@@ -42,7 +42,7 @@ def stop_reason(
         # more repeats cannot turn exit 1 into a pass worth trusting: stop spending (run.decide_all goes on)
         return f"a check failed ({', '.join(failed) or 'a golden case regressed'}); the exit code is settled"
     if repeats >= config.max_repeats():
-        return f"run.max_repeats ({config.max_repeats()}) reached"
+        return f"run.max_repeats ({config.max_repeats()}{_default_cap(config)}) reached"
     if config.run.max_calls is not None:
         # next_repeats 0: the looks were scheduled to end where max_calls does (look_cap), and they have
         if next_repeats <= 0 or len(results) + calls_per_repeat * next_repeats > config.run.max_calls:
@@ -53,3 +53,10 @@ def stop_reason(
         if cost_usd + cost_usd / max(repeats, 1) * next_repeats > config.run.max_cost_usd:
             return f"run.max_cost_usd ({config.run.max_cost_usd:g}) reached"
     return None
+
+
+def _default_cap(config: GateConfig) -> str:
+    """How a cap the config did not set came about, for the stop reason (empty when it set one)."""
+    if config.run.max_repeats or config.max_repeats() == config.run.repeats:
+        return ""
+    return f", the default {'with' if config.max_repeats() == PERCENTILE_MAX_REPEATS else 'without'} a percentile check"
