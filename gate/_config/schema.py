@@ -558,8 +558,8 @@ class GateConfig(_Strict):
         (pNN), else 10; never below ``run.repeats``. Only runs with a check still undecided spend it."""
         # A percentile is read off the slowest few calls: at 40 cases × 10 runs 20 calls lie above a p95, and no
         # calibrated interval detects a +30% p95 against a +10% bound 90% of the time there (87%); at 20 runs it
-        # does 98%, and the smoothed percentile's kernel narrows enough to stop reading the calls beyond it
-        # (docs/design/statistics.md, "The cap on runs a case"). A mean, a rate or a score decides within 10.
+        # does 98% (docs/design/statistics.md, "The cap on runs a case"). A mean, a rate or a score detects the
+        # changes measured there within 10.
         if self.run.max_repeats:
             return self.run.max_repeats
         percentile = any(is_percentile(split_metric_key(c.metric)[1]) for c in self.checks)
