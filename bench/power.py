@@ -386,16 +386,12 @@ def pct(x: float) -> str:
 
 
 def table(results: dict[int, list[dict[str, Outcome]]], header: bool = True) -> str:
-    lines = (
-        []
-        if not header
-        else [
-            "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
-            "| inconclusive | pass | calls | repeats | reported change: mean (of passes) "
-            "| verdict |",
-            "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
-        ]
-    )
+    lines = [] if not header else [
+        "| scenario | cases | check | target | design | runs | fail (pass, at the bound) [95% CI] "
+        "| inconclusive | pass | calls | repeats | reported change: mean (of passes) "
+        "| verdict |",
+        "|---|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
     for s_index, scenario in enumerate(SCENARIOS):
         runs = results.get(s_index, [])
         n = len(runs)

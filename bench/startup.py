@@ -36,7 +36,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for run in range(args.runs):
         for name, cmd in COMMANDS.items():
-            for gate, extra in gates.items() if run % 2 == 0 else reversed(gates.items()):
+            for gate, extra in (gates.items() if run % 2 == 0 else reversed(gates.items())):
                 env = child_env(None, extra)
                 done = measure([sys.executable, "-m", "gate", *cmd], cwd=ROOT, env=env, log_prefix=logs / "x")
                 if done.exit_code != 0:

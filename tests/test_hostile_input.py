@@ -711,7 +711,8 @@ def test_missing_ids_are_hashed_and_equal_inputs_collide(folder: Path) -> None:
     text = '{"inputs": {"q": 1}}\n{"id": "x", "inputs": {"q": 1}}\n{"inputs": {"q": 1}}\n'
     config, dataset = dataset_project(folder, "cases.jsonl", text)
     assert dataset_problems(config) == [
-        f"{dataset.resolve()}: [2].inputs: duplicate inputs (the same as [0]); give both cases an id if both are wanted"
+        f"{dataset.resolve()}: [2].inputs: duplicate inputs (the same as [0]); give both cases an id if both are "
+        "wanted"
     ]
 
 

@@ -211,9 +211,8 @@ def test_every_call_hanging_exits_3_naming_the_timeout(apps: Project) -> None:
     verdict = result.verdict
     assert verdict["status"] == "error" and verdict["reason"] == "run"
     # the warm-up's circuit breaker: two timed-out first calls stop the run, instead of every call timing out
-    assert (
-        "first two calls (the warm-up, retries included) failed with TimeoutError: no answer within 2 s"
-        in (verdict["error"])
+    assert "first two calls (the warm-up, retries included) failed with TimeoutError: no answer within 2 s" in (
+        verdict["error"]
     )
 
 
