@@ -142,8 +142,8 @@ def test_the_default_cap_is_20_runs_a_case_with_a_percentile_check_and_10_withou
     assert look_cap(config, 20) == 20 and schedule(1, look_cap(config, 20)) == (1, 2, 4, 8, 20)
     assert _stop(config, 10) is None
     assert _stop(config, 20) == "run.max_repeats (20, the default with a percentile check) reached"
-    mean = _config().model_copy(update={"checks": [CheckConfig(metric="total_tokens/mean", max_increase_pct=10)]})
-    assert _stop(mean, 10) == "run.max_repeats (10, the default without a percentile check) reached"
+    tokens = _config().model_copy(update={"checks": [CheckConfig(metric="total_tokens/mean", max_increase_pct=10)]})
+    assert _stop(tokens, 10) == "run.max_repeats (10, the default without a percentile check) reached"
 
 
 def test_max_cost_counts_the_runs_the_next_look_adds() -> None:
